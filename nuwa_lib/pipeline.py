@@ -1,0 +1,245 @@
+"""``nuwa-repro``: execute the notebooks in order with papermill.
+
+    nuwa-repro --profile mini                 # every notebook, results/mini/
+    nuwa-repro --profile smoke --only 00      # one notebook (name or number)
+    nuwa-repro --profile smoke --from 03      # resume from a notebook on
+    nuwa-repro --list                         # notebooks and profiles
+
+Each notebook gets ``PROFILE``, the profile's parameters (``PARAMS``) and the
+results folder (``RESULTS``) injected into its ``parameters`` cell. Executed
+copies go to ``results/<profile>/notebooks/``; the notebooks themselves write
+tables, figures and metrics through :class:`nuwa_lib.repro.Results`. The run
+stops at the first failing cell, names it, and exits non-zero.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from .paths import NOTEBOOKS_DIR, REPO_ROOT, resolve, results_dir
+from .profiles import available_profiles, load_profile
+
+KERNEL_NAME = "nuwa"  # registered into .venv by the Makefile
+
+
+class PipelineError(Exception):
+    """A one-line, user-facing failure (bad name, failing cell, table mismatch)."""
+
+
+def notebook_order() -> list[str]:
+    """Notebook names in reading order: ``notebooks/NN_name.ipynb`` sorted by NN."""
+    return sorted(p.stem for p in NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+
+
+def resolve_notebook(name: str, order: Sequence[str]) -> str:
+    """Accept a full name (``00_shapes_world``), its number (``00``/``0``) or the
+    name without number (``shapes_world``)."""
+    key = name.removesuffix(".ipynb")
+    for nb in order:
+        number, _, rest = nb.partition("_")
+        if key in (nb, number, rest) or (key.isdigit() and int(key) == int(number)):
+            return nb
+    raise PipelineError(f"unknown notebook {name!r}; valid notebooks: {', '.join(order)}")
+
+
+def select_notebooks(only: Sequence[str] | None = None, start: str | None = None) -> list[str]:
+    order = notebook_order()
+    if not order:
+        raise PipelineError(f"no notebooks found in {NOTEBOOKS_DIR}")
+    if only and start:
+        raise PipelineError("use either --only or --from, not both")
+    if only:
+        chosen = {resolve_notebook(n, order) for n in only}
+        return [nb for nb in order if nb in chosen]
+    if start:
+        first = resolve_notebook(start, order)
+        return order[order.index(first):]
+    return order
+
+
+def _kernel_name() -> str:
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    if KERNEL_NAME in KernelSpecManager().find_kernel_specs():
+        return KERNEL_NAME
+    print(f"note: Jupyter kernel {KERNEL_NAME!r} is not registered (make does that); "
+          "using 'python3'", file=sys.stderr)
+    return "python3"
+
+
+def execute_notebook(nb: str, profile: str, params: dict, out_root: Path,
+                     results_arg: str | None, kernel: str) -> Path:
+    """Run one notebook; return the executed copy's path or raise PipelineError."""
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    src = NOTEBOOKS_DIR / f"{nb}.ipynb"
+    dest_dir = out_root / "notebooks"
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    dest = dest_dir / f"{nb}.ipynb"
+    partial = dest_dir / f".{nb}.running.ipynb"
+    failed = dest_dir / f"{nb}.failed.ipynb"
+    try:
+        pm.execute_notebook(
+            str(src), str(partial), kernel_name=kernel, cwd=str(NOTEBOOKS_DIR),
+            parameters={"PROFILE": profile, "PARAMS": params, "RESULTS": results_arg},
+            progress_bar=False, log_output=False, request_save_on_cell_execute=False,
+        )
+    except PapermillExecutionError as err:
+        if partial.exists():
+            os.replace(partial, failed)
+        raise PipelineError(
+            f"{nb} failed at cell {err.cell_index} (execution count {err.exec_count}): "
+            f"{err.ename}: {err.evalue}\n  executed copy: {failed.relative_to(REPO_ROOT) if failed.is_relative_to(REPO_ROOT) else failed}"
+        ) from None
+    except Exception as err:  # kernel died, bad JSON, ...
+        if partial.exists():
+            os.replace(partial, failed)
+        raise PipelineError(f"{nb} could not be executed: {type(err).__name__}: {err}") from None
+    os.replace(partial, dest)
+    failed.unlink(missing_ok=True)
+    return dest
+
+
+def _record_runtimes(out_root: Path, profile: str, seconds: dict[str, float]) -> None:
+    from .repro import provenance, write_json
+
+    path = out_root / "metrics" / "runtimes.json"
+    previous = {}
+    if path.exists():
+        try:
+            previous = json.loads(path.read_text()).get("metrics", {})
+        except (OSError, ValueError):
+            previous = {}
+    previous.update({nb: round(s, 1) for nb, s in seconds.items()})
+    write_json(path, {"metrics": dict(sorted(previous.items())),
+                      "unit": "seconds of wall-clock time per notebook",
+                      "provenance": provenance(profile, None)})
+
+
+def run(profile: str, only: Sequence[str] | None = None, start: str | None = None,
+        out: str | None = None, show_progress: bool = True) -> list[Path]:
+    """Execute the selected notebooks in order; raise PipelineError at the first failure."""
+    from tqdm.auto import tqdm
+
+    valid = available_profiles()
+    if profile not in valid:
+        raise PipelineError(f"unknown profile {profile!r}; valid profiles: {', '.join(valid)}")
+    notebooks = select_notebooks(only, start)
+    params = load_profile(profile)
+    if out:
+        # --out beats NUWA_RESULTS_DIR; the kernels inherit it, so notebooks write
+        # their tables beside their executed copies
+        os.environ["NUWA_RESULTS_DIR"] = str(resolve(out))
+    out_root = results_dir(profile)
+    kernel = _kernel_name()
+    done, seconds = [], {}
+    bar = tqdm(notebooks, desc=f"profile {profile}", unit="nb", disable=not show_progress,
+               file=sys.stderr)
+    try:
+        for nb in bar:
+            bar.set_postfix_str(nb)
+            t0 = time.perf_counter()
+            done.append(execute_notebook(nb, profile, params, out_root, out, kernel))
+            seconds[nb] = time.perf_counter() - t0
+    finally:
+        bar.close()
+        if seconds:
+            _record_runtimes(out_root, profile, seconds)
+    return done
+
+
+# ---------------------------------------------------------------------------
+# comparing a fresh run's tables with the committed ones (DESIGN §3)
+
+def compare_tables(new_dir: Path, ref_dir: Path, rtol: float = 1e-4,
+                   atol: float = 1e-6) -> list[str]:
+    """Differences between two folders of CSV tables: missing/extra tables,
+    different columns or row counts, text cells that differ, numbers outside
+    ``|a-b| <= atol + rtol*|b|`` (another CPU may round the last digits differently)."""
+    import pandas as pd
+
+    new_dir, ref_dir = Path(new_dir), Path(ref_dir)
+    new = {p.name for p in new_dir.glob("*.csv")}
+    ref = {p.name for p in ref_dir.glob("*.csv")}
+    problems = [f"{n}: missing from the new run" for n in sorted(ref - new)]
+    problems += [f"{n}: new table, not in {ref_dir}" for n in sorted(new - ref)]
+    for name in sorted(new & ref):
+        a = pd.read_csv(new_dir / name, keep_default_na=False)
+        b = pd.read_csv(ref_dir / name, keep_default_na=False)
+        if list(a.columns) != list(b.columns):
+            problems.append(f"{name}: columns {list(a.columns)} != {list(b.columns)}")
+            continue
+        if len(a) != len(b):
+            problems.append(f"{name}: {len(a)} rows != {len(b)} rows")
+            continue
+        for col in a.columns:
+            for row, (x, y) in enumerate(zip(a[col].tolist(), b[col].tolist())):
+                if not _close(x, y, rtol, atol):
+                    problems.append(f"{name}: row {row}, column {col!r}: {x!r} != {y!r}")
+    return problems
+
+
+def _close(x, y, rtol: float, atol: float) -> bool:
+    try:
+        fx, fy = float(x), float(y)
+    except (TypeError, ValueError):
+        return str(x) == str(y)
+    if math.isnan(fx) or math.isnan(fy):
+        return math.isnan(fx) and math.isnan(fy)
+    return abs(fx - fy) <= atol + rtol * abs(fy)
+
+
+# ---------------------------------------------------------------------------
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nuwa-repro", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--profile", default=os.environ.get("PROFILE", "mini"),
+                   help="smoke | mini | paper (default: $PROFILE or mini)")
+    p.add_argument("--only", nargs="+", metavar="NB", help="run only these notebooks")
+    p.add_argument("--from", dest="start", metavar="NB", help="run from this notebook on")
+    p.add_argument("--list", action="store_true", help="list notebooks and profiles, then exit")
+    p.add_argument("--out", metavar="DIR",
+                   help="results folder instead of results/ (relative to the repository)")
+    p.add_argument("--compare-to", metavar="DIR",
+                   help="after the run, compare its tables with the CSVs in DIR")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.list:
+        print("notebooks (in order):")
+        for nb in notebook_order():
+            print(f"  {nb}")
+        print("profiles: " + ", ".join(available_profiles()))
+        return 0
+    try:
+        done = run(args.profile, args.only, args.start, args.out,
+                   show_progress=not args.no_progress)
+        out_root = results_dir(args.profile)
+        print(f"executed {len(done)} notebook(s); results in {out_root}")
+        if args.compare_to:
+            problems = compare_tables(out_root / "tables", resolve(args.compare_to))
+            if problems:
+                print(f"tables differ from {args.compare_to}:", file=sys.stderr)
+                for line in problems:
+                    print(f"  {line}", file=sys.stderr)
+                return 1
+            print(f"tables match {args.compare_to}")
+    except PipelineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""nuwa-repro: names, errors, failing cells, table comparison."""
+import json
+
+import nbformat
+import pytest
+
+from nuwa_lib import pipeline
+from nuwa_lib.pipeline import PipelineError
+
+
+def test_unknown_profile_is_one_line_listing_valid_profiles(capsys):
+    assert pipeline.main(["--profile", "huge", "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "huge" in err and "smoke" in err and "mini" in err and "paper" in err
+
+
+def test_unknown_notebook_lists_valid_notebooks(capsys):
+    assert pipeline.main(["--profile", "smoke", "--only", "99_nope", "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "99_nope" in err and "00_shapes_world" in err
+
+
+def test_notebooks_can_be_named_by_number_or_name():
+    order = pipeline.notebook_order()
+    assert order[0] == "00_shapes_world"
+    for name in ("00", "0", "shapes_world", "00_shapes_world", "00_shapes_world.ipynb"):
+        assert pipeline.resolve_notebook(name, order) == "00_shapes_world"
+    assert pipeline.select_notebooks(start="00") == order
+
+
+def test_list_prints_notebooks_in_order(capsys):
+    assert pipeline.main(["--list"]) == 0
+    out = capsys.readouterr().out
+    assert out.index("00_shapes_world") < out.index("profiles:")
+
+
+def _notebook(path, *sources):
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('PROFILE = "mini"\nPARAMS = None\nRESULTS = None')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params] + [nbformat.v4.new_code_cell(s) for s in sources]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+@pytest.fixture
+def fake_notebooks(tmp_path, monkeypatch):
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    monkeypatch.setattr(pipeline, "NOTEBOOKS_DIR", nbdir)
+    # run() exports the results folder for its kernels; keep that out of other tests
+    monkeypatch.setenv("NUWA_RESULTS_DIR", str(tmp_path / "unused"))
+    return nbdir
+
+
+def test_failing_cell_is_named_and_pipeline_stops(fake_notebooks, tmp_path):
+    _notebook(fake_notebooks / "00_ok.ipynb", "print(PROFILE)")
+    _notebook(fake_notebooks / "01_bad.ipynb", "x = 1", "1 / 0")
+    _notebook(fake_notebooks / "02_never.ipynb", "print('should not run')")
+    out = tmp_path / "res"
+    with pytest.raises(PipelineError) as info:
+        pipeline.run("smoke", out=str(out), show_progress=False)
+    msg = str(info.value)
+    assert "01_bad" in msg and "ZeroDivisionError" in msg and "cell 3" in msg
+    nbs = out / "smoke" / "notebooks"
+    assert (nbs / "00_ok.ipynb").exists() and (nbs / "01_bad.failed.ipynb").exists()
+    assert not (nbs / "01_bad.ipynb").exists() and not (nbs / "02_never.ipynb").exists()
+    executed = nbformat.read(nbs / "00_ok.ipynb", as_version=4)
+    assert any("smoke" in o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
+    runtimes = json.loads((out / "smoke" / "metrics" / "runtimes.json").read_text())
+    assert set(runtimes["metrics"]) == {"00_ok"}
+
+
+def _csv(folder, name, text):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(text)
+
+
+def test_compare_tables_tolerates_rounding_but_not_changes(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    _csv(a, "t.csv", "k,v\nx,1.000001\ny,2\n")
+    _csv(b, "t.csv", "k,v\nx,1.0\ny,2\n")
+    assert pipeline.compare_tables(a, b) == []
+    _csv(a, "t.csv", "k,v\nx,1.1\nz,2\n")
+    problems = pipeline.compare_tables(a, b)
+    assert any("row 0" in p and "'v'" in p for p in problems)
+    assert any("row 1" in p and "'k'" in p for p in problems)
+
+
+def test_compare_tables_reports_missing_and_reshaped_tables(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    _csv(a, "t.csv", "k,v\nx,1\n")
+    _csv(b, "t.csv", "k,w\nx,1\n")
+    _csv(b, "u.csv", "k\nx\n")
+    problems = pipeline.compare_tables(a, b)
+    assert any("u.csv: missing" in p for p in problems)
+    assert any("t.csv: columns" in p for p in problems)
