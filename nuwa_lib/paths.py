@@ -26,6 +26,7 @@ def _find_repo_root() -> Path:
 REPO_ROOT = _find_repo_root()
 PROFILES_DIR = REPO_ROOT / "profiles"
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+BENCH_DIR = REPO_ROOT / "results" / "bench"   # benchmarks/*.py write here, for every profile
 
 
 def resolve(path: str | os.PathLike) -> Path:

@@ -160,3 +160,158 @@ def attribute_bars(stats, ncols: int = 3):
         ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------------------
+# 3D sparse attention pictures (Fig. 3) and the 3DNA explorer's drawing function
+
+TARGET_RGB = np.array([242, 142, 43], np.uint8)     # the query token (orange, as in Fig. 3)
+ATTENDED_RGB = np.array([59, 125, 216], np.uint8)   # tokens it attends to (blue)
+IGNORED_RGB = np.array([232, 232, 232], np.uint8)
+
+
+def _query_index(shape, query) -> int:
+    s, h, w = shape
+    t, i, j = query
+    if not (0 <= t < s and 0 <= i < h and 0 <= j < w):
+        raise ValueError(f"query {tuple(query)} lies outside the grid (s, h, w) = {tuple(shape)}")
+    return (t * h + i) * w + j
+
+
+def attended_tokens(kind: str, shape, query, *, extent=None, block_size=None,
+                    causal: bool = False) -> np.ndarray:
+    """Which tokens of an (s, h, w) grid the query token (t, i, j) attends to under
+    ``kind`` (full, block, axial, nearby) self-attention: a boolean (s, h, w) array."""
+    from .attention.masks import attention_mask
+
+    row = attention_mask(kind, shape, shape, extent=extent, block_size=block_size,
+                         causal=causal)[_query_index(shape, query)]
+    return row.reshape(tuple(shape)).numpy()
+
+
+def attended_counts(shape, query, *, extent, block_size, causal: bool = False) -> dict:
+    """Number of tokens the query attends to under each kind of attention."""
+    return {kind: int(attended_tokens(kind, shape, query, extent=extent, block_size=block_size,
+                                      causal=causal).sum())
+            for kind in ("full", "block", "axial", "nearby")}
+
+
+def pattern_rgb(pattern: np.ndarray, query) -> np.ndarray:
+    """Colour an (s, h, w) attended pattern: query orange, attended blue, others grey."""
+    rgb = np.where(pattern[..., None], ATTENDED_RGB, IGNORED_RGB).astype(np.uint8)
+    rgb[tuple(query)] = TARGET_RGB
+    return rgb
+
+
+def _draw_frames(axes, pattern, query, label: str | None) -> None:
+    s, h, w = pattern.shape
+    rgb = pattern_rgb(pattern, query)
+    for t, ax in enumerate(axes):
+        ax.imshow(rgb[t], interpolation="nearest")
+        ax.set_xticks(np.arange(-0.5, w, 1), minor=True)
+        ax.set_yticks(np.arange(-0.5, h, 1), minor=True)
+        ax.grid(which="minor", color="white", lw=1 if max(h, w) <= 16 else 0.3)
+        ax.tick_params(which="both", length=0, labelbottom=False, labelleft=False)
+        ax.set_title(f"frame {t}", fontsize=7)
+    if label:
+        axes[0].set_ylabel(label, fontsize=8)
+
+
+def sparse_attention_figure(shape=(2, 4, 4), query=(1, 1, 1), *, extent=(1, 1, 1),
+                            block_size=(2, 2, 2), causal: bool = True,
+                            kinds=("block", "axial", "nearby")):
+    """Fig. 3 regenerated: for each kind, the tokens one query attends to (upper part,
+    frame by frame) and the whole (N, N) mask (lower part; black = masked)."""
+    from .attention.masks import attention_mask
+
+    s = shape[0]
+    fig, axes = plt.subplots(2, len(kinds) * s, figsize=(1.6 * s * len(kinds), 4.2),
+                             squeeze=False, gridspec_kw={"height_ratios": [1, 1.6]})
+    for k, kind in enumerate(kinds):
+        cols = slice(k * s, (k + 1) * s)
+        pattern = attended_tokens(kind, shape, query, extent=extent, block_size=block_size,
+                                  causal=causal)
+        _draw_frames(axes[0, cols], pattern, query, None)
+        axes[0, k * s].set_ylabel(kind, fontsize=9, fontweight="bold")
+        mask = attention_mask(kind, shape, shape, extent=extent, block_size=block_size,
+                              causal=causal).numpy()
+        gs = axes[1, k * s].get_gridspec()
+        for ax in axes[1, cols]:
+            ax.remove()
+        big = fig.add_subplot(gs[1, cols])
+        big.imshow(np.where(mask[..., None], ATTENDED_RGB, 0).astype(np.uint8),
+                   interpolation="nearest")
+        big.set_title(f"{kind}: {int(mask.sum())} of {mask.size} pairs", fontsize=8)
+        big.set_xlabel("key", fontsize=7)
+        big.set_ylabel("query", fontsize=7)
+        big.tick_params(labelsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def explorer_view(shape, query, extent, *, causal: bool = False, kind: str = "nearby",
+                  block_size=(2, 2, 2)):
+    """What the 3DNA explorer shows for one setting of its controls: a figure of the
+    attended tokens frame by frame, and a one-line summary with the count of attended
+    tokens under ``kind`` and, for comparison, under full, block and axial attention."""
+    pattern = attended_tokens(kind, shape, query, extent=extent, block_size=block_size,
+                              causal=causal)
+    counts = attended_counts(shape, query, extent=extent, block_size=block_size, causal=causal)
+    s = shape[0]
+    fig, axes = plt.subplots(1, s, figsize=(min(1.8 * s, 14), 2.0), squeeze=False)
+    _draw_frames(axes[0], pattern, query, kind)
+    fig.tight_layout()
+    others = ", ".join(f"{k} {n}" for k, n in counts.items() if k != kind)
+    summary = (f"{kind}: query {tuple(query)} attends to {int(pattern.sum())} of "
+               f"{int(np.prod(shape))} tokens ({others})")
+    return fig, summary
+
+
+def attention_bench_figure(bench: dict, methods=("masked_sdpa", "causal_sdpa", "torch")):
+    """Plot ``results/bench/attention_cpu.json``: median fwd+bwd time and peak memory per
+    method against the number of frames s (grids s × 21 × 21)."""
+    cases = bench["cases"]
+    frames = sorted(cases, key=int)
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(9, 3.4))
+    for method in methods:
+        xs = [int(s) for s in frames if method in cases[s]]
+        ax_t.plot(xs, [cases[str(s)][method]["median_s"] * 1e3 for s in xs], marker="o",
+                  label=method)
+        ax_m.plot(xs, [cases[str(s)][method]["peak_mb"] for s in xs], marker="o", label=method)
+    ax_t.set(xscale="log", yscale="log", xlabel="frames s", ylabel="fwd+bwd median (ms)",
+             title="time")
+    ax_m.set(xscale="log", yscale="log", xlabel="frames s", ylabel="peak memory (MB)",
+             title="memory")
+    for ax in (ax_t, ax_m):
+        ax.minorticks_off()
+        ax.set_xticks([int(s) for s in frames], [str(s) for s in frames])
+        ax.legend(fontsize=8)
+    fig.suptitle("3DNA on CPU, causal, e = (3, 3, 3), B=1, H=4, D=64", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------
+# notebook 01: the judges' sanity curves
+
+def curve_panels(rows, panels, x: str = "level", y: str = "value", line: str = "curve",
+                 size=(3.6, 3.0)):
+    """One subplot per panel ``(title, xlabel, ylabel, [curve names])``; each curve is
+    the rows whose ``line`` column equals its name, plotted as ``y`` against ``x``."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    fig, axes = plt.subplots(1, len(panels), figsize=(size[0] * len(panels), size[1]),
+                             squeeze=False)
+    for ax, (title, xlabel, ylabel, curves) in zip(axes[0], panels):
+        for name in curves:
+            part = df[df[line] == name].sort_values(x)
+            if part.empty:
+                raise ValueError(f"no rows with {line} == {name!r}")
+            ax.plot(part[x], part[y], marker="o", label=name)
+        ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+        ax.grid(alpha=0.3)
+        if len(curves) > 1:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

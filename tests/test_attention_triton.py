@@ -1,0 +1,160 @@
+"""The fused Triton kernels of 3DNA (Eqs. 7-11) against the dense reference: outputs and
+gradients. Without a GPU they run on the CPU under the Triton interpreter, which proves the
+kernels' logic (indexing, masks, online softmax, backward), not their speed. Set
+TRITON_INTERPRET=0 on a CUDA machine to test the compiled kernels instead."""
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")  # before torch/triton are imported
+
+import importlib  # noqa: E402
+import math  # noqa: E402
+import sys  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+pytest.importorskip("triton", reason="Triton is not installed: the fused 3DNA kernels need it")
+
+if "nuwa_lib.attention.triton_nearby" in sys.modules:  # built earlier without the interpreter
+    importlib.reload(sys.modules["nuwa_lib.attention.triton_nearby"])
+
+from nuwa_lib.attention import nearby_attention, nearby_mask  # noqa: E402
+from nuwa_lib.attention.triton_nearby import interpreted, triton_nearby_attention  # noqa: E402
+
+if interpreted():
+    DEVICE = "cpu"
+elif torch.cuda.is_available():
+    DEVICE = "cuda"
+else:
+    pytest.skip("TRITON_INTERPRET is off and there is no CUDA device", allow_module_level=True)
+
+
+def qkv(q_shape, kv_shape, B=1, H=2, D=16, G=0, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    nq, nk = math.prod(q_shape), math.prod(kv_shape)
+    make = lambda n: torch.randn(B, H, n, D, generator=g).to(DEVICE, dtype)  # noqa: E731
+    return make(nq), make(nk), make(nk), ((make(G), make(G)) if G else None)
+
+
+def outputs_and_grads(fn, q, k, v, gkv, seed=1):
+    leaves = [x.detach().clone().requires_grad_(True) for x in (q, k, v)]
+    g_leaves = [x.detach().clone().requires_grad_(True) for x in gkv] if gkv else []
+    out = fn(*leaves, tuple(g_leaves) if gkv else None)
+    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed)).to(out)
+    return out, torch.autograd.grad(out, leaves + g_leaves, grad_out)
+
+
+def assert_matches_reference(q_shape, kv_shape, extent, causal, q, k, v, gkv, atol=1e-5,
+                             grad_atol=1e-4, **blocks):
+    ref = outputs_and_grads(lambda q, k, v, g: nearby_attention(
+        q.float(), k.float(), v.float(), q_shape, kv_shape, extent, causal,
+        None if g is None else tuple(x.float() for x in g), backend="reference"), q, k, v, gkv)
+    got = outputs_and_grads(lambda q, k, v, g: triton_nearby_attention(
+        q, k, v, q_shape, kv_shape, extent, causal, g, **blocks), q, k, v, gkv)
+    assert got[0].dtype == q.dtype
+    torch.testing.assert_close(got[0].float(), ref[0], atol=atol, rtol=atol * 10)
+    for a, b in zip(got[1], ref[1]):
+        torch.testing.assert_close(a.float(), b.float(), atol=grad_atol, rtol=grad_atol * 10)
+
+
+small = st.integers(1, 4)
+ext = st.one_of(st.none(), st.integers(0, 2))
+
+
+@st.composite
+def nearby_cases(draw):
+    """Text (L,1,1), images (1,h,w), videos and cross grids of different sizes."""
+    kind = draw(st.sampled_from(["text", "image", "video", "cross"]))
+    if kind == "text":
+        q_shape = kv_shape = (draw(st.integers(1, 20)), 1, 1)
+        extent = (draw(ext), 0, 0)
+    elif kind == "image":
+        q_shape = kv_shape = (1, draw(st.integers(1, 7)), draw(st.integers(1, 7)))
+        extent = (0, draw(ext), draw(ext))
+    elif kind == "video":
+        q_shape = kv_shape = (draw(small), draw(small), draw(small))
+        extent = (draw(ext), draw(ext), draw(ext))
+    else:
+        q_shape = (draw(small), draw(small), draw(small))
+        kv_shape = (draw(small), draw(small), draw(small))
+        extent = (draw(ext), draw(ext), draw(ext))
+    causal = kind != "cross" and draw(st.booleans())
+    return q_shape, kv_shape, extent, causal, draw(st.integers(0, 2))
+
+
+@settings(deadline=None, max_examples=40)
+@given(nearby_cases(), st.sampled_from([16, 24]), st.sampled_from([(16, 16), (16, 32), (32, 16)]))
+def test_triton_kernels_match_reference_outputs_and_gradients(case, D, blocks):
+    q_shape, kv_shape, extent, causal, G = case
+    q, k, v, gkv = qkv(q_shape, kv_shape, D=D, G=G)
+    assert_matches_reference(q_shape, kv_shape, extent, causal, q, k, v, gkv,
+                             block_m=blocks[0], block_n=blocks[1])
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_triton_kernels_match_reference_on_paper_sized_frames(causal):
+    shape = (2, 21, 21)  # tiles of whole rows, windows clipped at every border
+    q, k, v, gkv = qkv(shape, shape, H=1, G=1)
+    assert_matches_reference(shape, shape, (3, 3, 3), causal, q, k, v, gkv, block_m=64, block_n=64)
+
+
+@pytest.mark.parametrize("q_shape,kv_shape,extent", [
+    ((2, 5, 3), (4, 3, 6), (1, 1, 2)),     # key grid larger on some axes, smaller on others
+    ((6, 2, 2), (2, 4, 4), (0, 0, 1)),     # key frames seen by no query get zero gradient
+])
+def test_triton_cross_attention_between_grids_of_different_sizes(q_shape, kv_shape, extent):
+    q, k, v, gkv = qkv(q_shape, kv_shape, D=32, G=1)
+    assert_matches_reference(q_shape, kv_shape, extent, False, q, k, v, gkv)
+
+
+@pytest.mark.parametrize("D", [40, 128])
+def test_triton_head_dims_are_padded_to_a_power_of_two(D):
+    q, k, v, _ = qkv((2, 3, 3), (2, 3, 3), H=1, D=D)
+    assert_matches_reference((2, 3, 3), (2, 3, 3), (1, 1, 1), True, q, k, v, None)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_triton_half_precision_inputs_accumulate_in_float32(dtype):
+    q, k, v, gkv = qkv((2, 4, 4), (2, 4, 4), D=16, G=1, dtype=dtype)
+    assert_matches_reference((2, 4, 4), (2, 4, 4), (1, 1, 1), True, q, k, v, gkv,
+                             atol=2e-2, grad_atol=5e-2)
+
+
+def test_triton_causal_output_ignores_future_tokens():
+    shape = (3, 3, 4)
+    q, k, v, gkv = qkv(shape, shape, G=1)
+    run = lambda q, k, v: triton_nearby_attention(q, k, v, shape, shape, (1, 1, 1), True, gkv)  # noqa: E731
+    base = run(q, k, v)
+    t = 17
+    q2, k2, v2 = q.clone(), k.clone(), v.clone()
+    for x in (q2, k2, v2):
+        x[:, :, t + 1:] = torch.randn_like(x[:, :, t + 1:]) * 10
+    torch.testing.assert_close(run(q2, k2, v2)[:, :, :t + 1], base[:, :, :t + 1], atol=1e-6, rtol=0)
+
+
+def test_triton_gradient_of_a_query_is_zero_outside_its_window():
+    shape, extent = (3, 5, 5), (1, 1, 2)
+    q, k, v, _ = qkv(shape, shape, H=1)
+    k.requires_grad_(True)
+    v.requires_grad_(True)
+    mask = nearby_mask(shape, shape, extent, True)
+    query = 2 * 25 + 2 * 5 + 2
+    out = triton_nearby_attention(q, k, v, shape, shape, extent, True)
+    gk, gv = torch.autograd.grad(out[0, 0, query].sum(), (k, v))
+    touched = (gk[0, 0].abs().sum(-1) > 0) | (gv[0, 0].abs().sum(-1) > 0)
+    assert torch.equal(touched.cpu(), mask[query])
+
+
+def test_triton_backend_is_reachable_through_nearby_attention():
+    q, k, v, _ = qkv((2, 3, 3), (2, 3, 3))
+    torch.testing.assert_close(
+        nearby_attention(q, k, v, (2, 3, 3), (2, 3, 3), (1, 1, 1), backend="triton"),
+        nearby_attention(q, k, v, (2, 3, 3), (2, 3, 3), (1, 1, 1), backend="reference"),
+        atol=1e-5, rtol=1e-4)
+
+
+def test_triton_rejects_head_dims_above_128():
+    q, k, v, _ = qkv((1, 2, 2), (1, 2, 2), H=1, D=136)
+    with pytest.raises(ValueError, match="head dim"):
+        triton_nearby_attention(q, k, v, (1, 2, 2), (1, 2, 2), (1, 1, 1))
