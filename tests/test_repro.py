@@ -73,3 +73,8 @@ def test_start_seeds_and_honours_results_override(tmp_path, monkeypatch):
 def test_start_rejects_parameters_of_another_profile():
     with pytest.raises(ValueError, match="profile"):
         repro.start("smoke", params={"name": "mini", "seed": 0})
+
+
+def test_written_results_are_readable_by_others(tmp_path):
+    path = repro.write_json(tmp_path / "m.json", {"a": 1})
+    assert path.stat().st_mode & 0o044 == 0o044
