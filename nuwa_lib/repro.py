@@ -171,17 +171,18 @@ class Results:
         return write_json(self.metrics_dir / f"{name}.json",
                           {"metrics": dict(values), "provenance": self.provenance()})
 
-    def figure(self, name: str, fig, dpi: int = 110) -> Path:
-        """Save a matplotlib figure as ``figures/<name>.png`` (no timestamp metadata)."""
+    def figure(self, name: str, fig, dpi: int = 110) -> None:
+        """Save a matplotlib figure as ``figures/<name>.png`` (no timestamp metadata).
+
+        Returns nothing, so a notebook cell ending with it shows only the figure (nbval
+        does not honour a trailing ``;``)."""
         import io
 
         name = _check_name(name)
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight",
                     metadata={"Software": None})
-        path = self.figures_dir / f"{name}.png"
-        atomic_write_bytes(path, buf.getvalue())
-        return path
+        atomic_write_bytes(self.figures_dir / f"{name}.png", buf.getvalue())
 
 
 def start(profile: str, params: Mapping[str, Any] | None = None,
