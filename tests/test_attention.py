@@ -1,6 +1,7 @@
 """3D Nearby Attention (Sec. 3.2, Eqs. 6-11, Fig. 3): masks, pair counts, the reference
 and the PyTorch backend, and argument validation. The Triton kernels have their own file
 (test_attention_triton.py, run under the Triton interpreter)."""
+import functools
 import itertools
 import math
 import os
@@ -12,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
+from attention_helpers import nearby_cases, outputs_and_grads, qkv
 from nuwa_lib.attention import (count_pairs, masked_attention, nearby_attention, nearby_mask,
                                 attention_mask, block_mask, axial_mask, full_mask,
                                 project_coordinates, plan_nearby)
@@ -20,7 +22,6 @@ from nuwa_lib.attention.torch_nearby import (DEFAULT_TILING, MAX_TILES_PER_CALL,
 
 PAPER_VIDEO = (10, 21, 21)  # Sec. 3.5: 21 x 21 tokens x 10 frames
 
-grid_sizes = st.integers(1, 6)
 
 
 def brute_force_nearby_mask(q_shape, kv_shape, extent, causal):
@@ -37,47 +38,7 @@ def brute_force_nearby_mask(q_shape, kv_shape, extent, causal):
     return mask
 
 
-def qkv(q_shape, kv_shape, B=2, H=2, D=8, G=0, dtype=torch.float32, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    nq, nk = math.prod(q_shape), math.prod(kv_shape)
-    q = torch.randn(B, H, nq, D, generator=g, dtype=dtype)
-    k = torch.randn(B, H, nk, D, generator=g, dtype=dtype)
-    v = torch.randn(B, H, nk, D, generator=g, dtype=dtype)
-    gkv = (torch.randn(B, H, G, D, generator=g, dtype=dtype),
-           torch.randn(B, H, G, D, generator=g, dtype=dtype)) if G else None
-    return q, k, v, gkv
-
-
-def outputs_and_grads(fn, q, k, v, gkv, seed=1):
-    leaves = [x.detach().clone().requires_grad_(True) for x in (q, k, v)]
-    g_leaves = [x.detach().clone().requires_grad_(True) for x in gkv] if gkv else []
-    out = fn(*leaves, tuple(g_leaves) if gkv else None)
-    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed)).to(out.dtype)
-    grads = torch.autograd.grad(out, leaves + g_leaves, grad_out)
-    return out, grads
-
-
-@st.composite
-def nearby_cases(draw):
-    """Text (L,1,1), images (1,h,w), videos (s,h,w) and cross grids, extents 0..3 or None."""
-    kind = draw(st.sampled_from(["text", "image", "video", "cross"]))
-    ext = st.one_of(st.none(), st.integers(0, 3))
-    if kind == "text":
-        L = draw(st.integers(1, 24))
-        q_shape = kv_shape = (L, 1, 1)
-        extent = (draw(ext), 0, 0)
-    elif kind == "image":
-        q_shape = kv_shape = (1, draw(st.integers(1, 9)), draw(st.integers(1, 9)))
-        extent = (0, draw(ext), draw(ext))
-    elif kind == "video":
-        q_shape = kv_shape = (draw(grid_sizes), draw(grid_sizes), draw(grid_sizes))
-        extent = (draw(ext), draw(ext), draw(ext))
-    else:
-        q_shape = (draw(grid_sizes), draw(grid_sizes), draw(grid_sizes))
-        kv_shape = (draw(grid_sizes), draw(grid_sizes), draw(grid_sizes))
-        extent = (draw(ext), draw(ext), draw(ext))
-    causal = kind != "cross" and draw(st.booleans())
-    return q_shape, kv_shape, extent, causal, draw(st.integers(0, 2))
+qkv = functools.partial(qkv, B=2, D=8)
 
 
 # ---------------------------------------------------------------------------- masks

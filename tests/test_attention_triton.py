@@ -6,8 +6,8 @@ import os
 
 os.environ.setdefault("TRITON_INTERPRET", "1")  # before torch/triton are imported
 
+import functools  # noqa: E402
 import importlib  # noqa: E402
-import math  # noqa: E402
 import sys  # noqa: E402
 
 import pytest  # noqa: E402
@@ -19,6 +19,7 @@ pytest.importorskip("triton", reason="Triton is not installed: the fused 3DNA ke
 if "nuwa_lib.attention.triton_nearby" in sys.modules:  # built earlier without the interpreter
     importlib.reload(sys.modules["nuwa_lib.attention.triton_nearby"])
 
+from attention_helpers import nearby_cases, outputs_and_grads, qkv  # noqa: E402
 from nuwa_lib.attention import nearby_attention, nearby_mask  # noqa: E402
 from nuwa_lib.attention.triton_nearby import interpreted, triton_nearby_attention  # noqa: E402
 
@@ -30,19 +31,7 @@ else:
     pytest.skip("TRITON_INTERPRET is off and there is no CUDA device", allow_module_level=True)
 
 
-def qkv(q_shape, kv_shape, B=1, H=2, D=16, G=0, dtype=torch.float32, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    nq, nk = math.prod(q_shape), math.prod(kv_shape)
-    make = lambda n: torch.randn(B, H, n, D, generator=g).to(DEVICE, dtype)  # noqa: E731
-    return make(nq), make(nk), make(nk), ((make(G), make(G)) if G else None)
-
-
-def outputs_and_grads(fn, q, k, v, gkv, seed=1):
-    leaves = [x.detach().clone().requires_grad_(True) for x in (q, k, v)]
-    g_leaves = [x.detach().clone().requires_grad_(True) for x in gkv] if gkv else []
-    out = fn(*leaves, tuple(g_leaves) if gkv else None)
-    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed)).to(out)
-    return out, torch.autograd.grad(out, leaves + g_leaves, grad_out)
+qkv = functools.partial(qkv, B=1, D=16, device=DEVICE)
 
 
 def assert_matches_reference(q_shape, kv_shape, extent, causal, q, k, v, gkv, atol=1e-5,
@@ -58,33 +47,10 @@ def assert_matches_reference(q_shape, kv_shape, extent, causal, q, k, v, gkv, at
         torch.testing.assert_close(a.float(), b.float(), atol=grad_atol, rtol=grad_atol * 10)
 
 
-small = st.integers(1, 4)
-ext = st.one_of(st.none(), st.integers(0, 2))
-
-
-@st.composite
-def nearby_cases(draw):
-    """Text (L,1,1), images (1,h,w), videos and cross grids of different sizes."""
-    kind = draw(st.sampled_from(["text", "image", "video", "cross"]))
-    if kind == "text":
-        q_shape = kv_shape = (draw(st.integers(1, 20)), 1, 1)
-        extent = (draw(ext), 0, 0)
-    elif kind == "image":
-        q_shape = kv_shape = (1, draw(st.integers(1, 7)), draw(st.integers(1, 7)))
-        extent = (0, draw(ext), draw(ext))
-    elif kind == "video":
-        q_shape = kv_shape = (draw(small), draw(small), draw(small))
-        extent = (draw(ext), draw(ext), draw(ext))
-    else:
-        q_shape = (draw(small), draw(small), draw(small))
-        kv_shape = (draw(small), draw(small), draw(small))
-        extent = (draw(ext), draw(ext), draw(ext))
-    causal = kind != "cross" and draw(st.booleans())
-    return q_shape, kv_shape, extent, causal, draw(st.integers(0, 2))
 
 
 @settings(deadline=None, max_examples=40)
-@given(nearby_cases(), st.sampled_from([16, 24]), st.sampled_from([(16, 16), (16, 32), (32, 16)]))
+@given(nearby_cases(max_text=20, max_image_side=7, grid=st.integers(1, 4), max_extent=2), st.sampled_from([16, 24]), st.sampled_from([(16, 16), (16, 32), (32, 16)]))
 def test_triton_kernels_match_reference_outputs_and_gradients(case, D, blocks):
     q_shape, kv_shape, extent, causal, G = case
     q, k, v, gkv = qkv(q_shape, kv_shape, D=D, G=G)
