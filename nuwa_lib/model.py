@@ -540,7 +540,8 @@ class Nuwa(nn.Module):
     def loss(self, cond: Condition, target_tokens: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy of the target tokens, one term of Eq. (16)."""
         logits = self(cond, target_tokens)
-        return F.cross_entropy(rearrange(logits, "b n k -> (b n) k"), target_tokens.reshape(-1))
+        return F.cross_entropy(rearrange(logits, "b n k -> (b n) k"),
+                               target_tokens.reshape(-1).long())
 
     # -- incremental decoding ---------------------------------------------------------
     @torch.no_grad()
