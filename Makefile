@@ -6,7 +6,13 @@ PY      := $(VENV)/bin/python
 PROFILE ?= mini
 STAMP   := $(VENV)/.nuwa-installed
 
-.PHONY: venv reproduce test unit pipeline-check nbval golden lab clean
+.PHONY: venv reproduce test unit pipeline-check nbval test-browser golden lab clean
+
+# The browser test's Chromium (Debian's `chromium`; never a Playwright download).
+CHROMIUM ?= $(shell command -v chromium)
+# `make lab`: loopback only, so no token; results of interactive runs stay out of results/.
+LAB_PORT    ?= 8888
+LAB_RESULTS ?= build/lab-results
 
 venv: $(STAMP)
 
@@ -21,12 +27,15 @@ $(STAMP): pyproject.toml
 reproduce: venv
 	$(VENV)/bin/nuwa-repro --profile $(PROFILE)
 
-## Unit tests, the smoke pipeline compared with the committed tables, and nbval on
-## the golden notebooks. Writes only into git-ignored build/.
+## Unit tests, the smoke pipeline compared with the committed tables, nbval on the
+## golden notebooks, and the browser test when a Chromium is there. Writes only into
+## git-ignored build/.
 test: venv unit pipeline-check nbval
+	@if [ -n "$(CHROMIUM)" ]; then $(MAKE) --no-print-directory test-browser; \
+	else echo "make test: no chromium on PATH, browser test skipped (Debian: apt-get install chromium)"; fi
 
 unit: venv
-	$(PY) -m pytest tests -q -p no:cacheprovider
+	$(PY) -m pytest tests -q -p no:cacheprovider --ignore=tests/browser
 
 pipeline-check: venv
 	rm -rf build/ci-results
@@ -38,13 +47,25 @@ nbval: venv
 	NUWA_RESULTS_DIR=build/nbval-results $(PY) -m pytest -q -p no:cacheprovider \
 		--nbval-lax --nbval-current-env results/smoke/notebooks
 
+## JupyterLab in headless Chromium: the notebook list, and notebook 03's explorer
+## reacting to its controls. Screenshots go to build/browser/.
+test-browser: venv
+	@if [ -z "$(CHROMIUM)" ]; then echo "make test-browser: no chromium on PATH (Debian: apt-get install chromium, or CHROMIUM=/path/to/chromium)" >&2; exit 1; fi
+	NUWA_CHROMIUM="$(CHROMIUM)" $(PY) -m pytest tests/browser -q -p no:cacheprovider
+
 ## Regenerate the committed smoke golden notebooks and tables (after a deliberate change).
 golden: venv
 	$(VENV)/bin/nuwa-repro --profile smoke
 
-## Browse and run the notebooks interactively.
+## Browse and run the notebooks interactively: JupyterLab on the repository with the
+## venv's kernel "Python (nuwa)", listening on 127.0.0.1 only, without a token.
 lab: venv
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+	@echo "JupyterLab: http://127.0.0.1:$(LAB_PORT)/lab/tree/notebooks   (Ctrl-C stops it; results go to $(LAB_RESULTS)/)"
+	NUWA_RESULTS_DIR="$(CURDIR)/$(LAB_RESULTS)" $(VENV)/bin/jupyter lab --no-browser \
+		--ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) --ServerApp.port_retries=0 \
+		--ServerApp.root_dir="$(CURDIR)" --IdentityProvider.token='' \
+		--MappingKernelManager.default_kernel_name=nuwa \
+		$(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean:
 	rm -rf build
