@@ -55,7 +55,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from . import world
+from . import checkpoint, world
 from .paths import artifacts_dir
 
 # Bump a judge's version when its architecture, loss or training data changes: its old
@@ -69,7 +69,7 @@ IMAGE_HEADS = ("shape", "colour", "size", "position", "background")
 VIDEO_HEADS = IMAGE_HEADS + ("motion",)
 
 
-class JudgeCacheError(RuntimeError):
+class JudgeCacheError(checkpoint.CheckpointError):
     """A cached judge file that cannot be used: corrupt, or made for another config."""
 
 
@@ -280,9 +280,7 @@ def config_hash(name, jcfg: JudgesConfig) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _canonical(obj):
-    """The config as it reads back from JSON (tuples become lists)."""
-    return json.loads(json.dumps(obj))
+_canonical = checkpoint.canonical
 
 
 # --------------------------------------------------------------------------- networks
@@ -755,45 +753,24 @@ def judge_path(name, jcfg: JudgesConfig, profile: str) -> Path:
 
 def save_judge(path, name, jcfg, model, info) -> Path:
     """Write atomically (temp file + rename): a reader never sees half a checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": CHECKPOINT_FORMAT, "version": JUDGE_VERSIONS[name], "name": name,
-               "hash": config_hash(name, jcfg), "seed": jcfg.seed, "canvas": jcfg.canvas,
-               "frames": jcfg.frames, "config": _canonical(asdict(jcfg.judge(name))),
-               "info": info, "state_dict": model.state_dict()}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return checkpoint.save(path, {
+        "format": CHECKPOINT_FORMAT, "version": JUDGE_VERSIONS[name], "name": name,
+        "hash": config_hash(name, jcfg), "seed": jcfg.seed, "canvas": jcfg.canvas,
+        "frames": jcfg.frames, "config": _canonical(asdict(jcfg.judge(name))),
+        "info": info, "state_dict": model.state_dict()})
 
 
-def _read_checkpoint(path) -> dict:
-    path = Path(path)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as err:  # noqa: BLE001 - any unreadable file is "corrupt"
-        raise JudgeCacheError(f"{path}: cannot read the judge checkpoint ({type(err).__name__}: "
-                              f"{err}); delete the file to retrain") from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        fmt = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise JudgeCacheError(f"{path}: not a judge checkpoint (format {fmt!r}, wanted "
-                              f"{CHECKPOINT_FORMAT!r}); delete the file to retrain")
-    return payload
+_HINT = "delete the file to retrain"
+
+
+def _read_checkpoint(path, expect=None) -> dict:
+    return checkpoint.load(path, CHECKPOINT_FORMAT, expect, what="judge checkpoint", hint=_HINT,
+                           error=JudgeCacheError)
 
 
 def _restore(path, payload, name, jcfg):
-    model = build(name, jcfg)
-    try:
-        model.load_state_dict(payload["state_dict"])
-    except (RuntimeError, KeyError) as err:
-        raise JudgeCacheError(f"{path}: weights do not fit the {name} architecture: "
-                              f"{str(err).splitlines()[0]}") from None
+    model = checkpoint.load_state(path, build(name, jcfg), payload["state_dict"],
+                                  f"{name} architecture", JudgeCacheError)
     return _freeze(model)
 
 
@@ -801,21 +778,10 @@ def load_judge(path, name, jcfg: JudgesConfig):
     """(model in eval mode, info) from a checkpoint; a corrupt file or one made for another
     judge, version or config raises :class:`JudgeCacheError` naming the file and the
     mismatch."""
-    payload = _read_checkpoint(path)
     expected = {"name": name, "version": JUDGE_VERSIONS[name], "seed": jcfg.seed,
                 "canvas": jcfg.canvas, "frames": jcfg.frames,
-                "config": _canonical(asdict(jcfg.judge(name)))}
-    for key, want in expected.items():
-        got = payload.get(key)
-        if got == want:
-            continue
-        if key == "config" and isinstance(got, dict):
-            detail = ", ".join(f"{k}: file {got.get(k)!r} != wanted {want.get(k)!r}"
-                               for k in sorted(set(got) | set(want)) if got.get(k) != want.get(k))
-        else:
-            detail = f"file {got!r} != wanted {want!r}"
-        raise JudgeCacheError(f"{path}: judge checkpoint does not match the config "
-                              f"({key}: {detail}); delete the file to retrain")
+                "config": asdict(jcfg.judge(name))}
+    payload = _read_checkpoint(path, expected)
     return _restore(path, payload, name, jcfg), dict(payload.get("info") or {})
 
 
