@@ -277,13 +277,13 @@ def _windowed_softmax(q, k, v, mask=None) -> torch.Tensor:
     """softmax(q k^T / sqrt(D)) v over the keys ``mask`` allows (None: all), Eq. (11); a
     query with no visible key gets 0 (as the reference backend). mask broadcasts to
     (B, H, Nq, Nk)."""
-    scores = torch.einsum("bhqd,bhkd->bhqk", q, k) / math.sqrt(q.shape[-1])
+    scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])   # (B, H, Nq, Nk)
     if not exists(mask):
-        return torch.einsum("bhqk,bhkd->bhqd", scores.softmax(-1), v)
+        return scores.softmax(-1) @ v
     scores = scores.masked_fill(~mask, float("-inf"))
     visible = mask.any(-1, keepdim=True)
     attn = torch.softmax(scores.masked_fill(~visible, 0.0), dim=-1) * visible
-    return torch.einsum("bhqk,bhkd->bhqd", attn, v)
+    return attn @ v
 
 
 def attend(q, k, v, kind: str, q_shape: Shape3, kv_shape: Shape3, extent: Extent3,
@@ -331,8 +331,10 @@ class Attention(nn.Module):
     def step(self, x, k, v, key_keep=None):
         """One query x (B, 1, dim) against its window's cached keys/values (B, H, W, D)."""
         q = self.split_heads(self.to_q(x))
-        mask = rearrange(key_keep, "b k -> b 1 1 k") if exists(key_keep) else None
-        out = _windowed_softmax(q, k, v, mask)
+        if exists(key_keep):
+            out = _windowed_softmax(q, k, v, rearrange(key_keep, "b k -> b 1 1 k"))
+        else:   # every key in the window is visible (windows are never empty): fused SDPA
+            out = F.scaled_dot_product_attention(q, k, v)
         return self.to_out(rearrange(out, "b h n d -> b n (h d)"))
 
 
@@ -389,9 +391,11 @@ class DecoderLayer(nn.Module):
         y = y + self.drop(self.self_attn.step(h, cache.self_k[layer][:, :, win],
                                               cache.self_v[layer][:, :, win]))
         win = cache.cross_windows[t]
-        keep = cache.cond_keep[:, win] if exists(cache.cond_keep) else None
-        y = y + self.drop(self.cross_attn.step(self.norm_cross(y), cache.cross_k[layer][:, :, win],
-                                               cache.cross_v[layer][:, :, win], keep))
+        k, v, keep = cache.cross_k[layer], cache.cross_v[layer], cache.cond_keep
+        if len(win) < k.shape[2]:   # part of the condition (else all of it, e.g. the text)
+            k, v = k[:, :, win], v[:, :, win]
+            keep = keep[:, win] if exists(keep) else None
+        y = y + self.drop(self.cross_attn.step(self.norm_cross(y), k, v, keep))
         return y + self.drop(self.ffn(self.norm_ffn(y)))
 
 
