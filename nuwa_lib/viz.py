@@ -315,3 +315,21 @@ def curve_panels(rows, panels, x: str = "level", y: str = "value", line: str = "
             ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def history_panels(histories: dict, panels, x: str = "step", size=(4.2, 3.0)):
+    """Training curves of several runs. ``histories``: {run name: list of per-step dicts};
+    ``panels``: ``(title, ylabel, key)`` — each panel plots ``key`` of every run against
+    ``x``, skipping the steps that did not log it."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(size[0] * len(panels), size[1]),
+                             squeeze=False)
+    for ax, (title, ylabel, key) in zip(axes[0], panels):
+        for name, history in histories.items():
+            pts = [(h[x], h[key]) for h in history if key in h]
+            if pts:
+                ax.plot(*zip(*pts), label=name, lw=1.2)
+        ax.set(title=title, xlabel=x, ylabel=ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

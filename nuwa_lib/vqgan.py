@@ -47,7 +47,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from . import checkpoint, world
+from . import checkpoint, paper, world
 from .paths import artifacts_dir
 
 KINDS = ("vqvae", "vqgan", "seg")
@@ -57,6 +57,8 @@ STATE_FORMAT = "nuwa-vq-training-state"
 VQ_STREAM = 2000          # world seed stream of the tokenizers' training picks
 IMAGE_ROLES = ("cc", "moments")     # stills from the image role, frames from the video role
 SEG_ROLES = ("cocostuff", "vspw")
+SECTION_KEYS = {"threads", "common", "models", "tokenizer", "sketch_tokenizer", "paper_rows", "eval"}
+KIND_NAMES = {"vqvae": "VQ-VAE", "vqgan": "VQ-GAN", "seg": "VQ-GAN-Seg"}
 
 
 class VQCheckpointError(checkpoint.CheckpointError):
@@ -112,7 +114,7 @@ class VQConfig:
     @property
     def label(self) -> str:
         """Table 4's R -> D and rate: "32² → 8² (F4)"."""
-        return f"{self.canvas}² → {self.grid}² (F{self.factor})"
+        return paper.label(self.canvas, self.grid, self.factor)
 
 
 def configs_from_profile(cfg: Mapping[str, Any]) -> dict:
@@ -121,6 +123,10 @@ def configs_from_profile(cfg: Mapping[str, Any]) -> dict:
     section = cfg.get("vqgan") or {}
     if "models" not in section:
         raise ValueError("the profile has no vqgan.models section")
+    unknown = set(section) - SECTION_KEYS
+    if unknown:
+        raise ValueError(f"vqgan: unknown key(s) {sorted(unknown)}; allowed: "
+                         f"{', '.join(sorted(SECTION_KEYS))}")
     allowed = {f.name for f in fields(VQConfig)}
     common = dict(section.get("common") or {})
     w = cfg.get("world") or {}
@@ -718,3 +724,169 @@ def codebook_usage(vq: VQModel, pictures) -> dict:
     return {"codes_used": used, "usage": used / vq.config.codebook,
             "perplexity": float(torch.exp(-(p * p.log()).sum()))}
 
+
+
+def downsample(images, size) -> np.ndarray:
+    """Average-pool uint8 images (N, H, W, 3) to size x size (H a multiple of size)."""
+    n, h, w, c = images.shape
+    if h == size:
+        return images
+    k = h // size
+    return images.reshape(n, size, k, size, k, c).mean((2, 4)).round().astype(np.uint8)
+
+
+def evaluate_images(vq: VQModel, classifier, n: int, judge_canvas=32) -> dict:
+    """Table 4's columns for an image tokenizer on ``n`` held-out MSCOCO-role images:
+    SSIM of reconstructions at the tokenizer's resolution, FID (world features) of the
+    reconstructions against the originals (both pooled to the judge's canvas), and codebook
+    usage."""
+    from . import metrics
+
+    pics = heldout_pictures(vq.config, n)
+    rec = reconstruct(vq, pics)
+    small = downsample(pics, judge_canvas), downsample(rec, judge_canvas)
+    return {"SSIM": metrics.ssim(pics, rec), "FID": metrics.fid(small[1], small[0], classifier),
+            **codebook_usage(vq, pics)}
+
+
+def evaluate_sketches(vq: VQModel, n: int) -> list:
+    """Table 4's lower part for a VQ-GAN-Seg: PA and FWIoU (in %) of reconstructed maps of
+    ``n`` held-out COCO-Stuff-role sketches and ``n`` VSPW-role video frames."""
+    from . import metrics
+
+    rows = []
+    for data, video in (("COCO-Stuff role", False), ("VSPW role", True)):
+        maps = heldout_pictures(vq.config, n, video_role=video)
+        rec = reconstruct(vq, maps)
+        rows.append({"data": data, "PA": 100 * metrics.pixel_accuracy(rec, maps),
+                     "FWIoU": 100 * metrics.fwiou(rec, maps), **codebook_usage(vq, maps)})
+    return rows
+
+
+def blur_reference(config: VQConfig, classifier, n: int, radius=1.0, judge_canvas=32) -> dict:
+    """What a reconstruction that only blurs scores: the held-out pictures against themselves
+    blurred by a Gaussian of ``radius`` px (the scale of the SSIM and FID columns)."""
+    from . import metrics
+
+    pics = heldout_pictures(config, n)
+    blurred = metrics.gaussian_blur(pics, radius)
+    return {"SSIM": metrics.ssim(pics, blurred),
+            "FID": metrics.fid(downsample(blurred, judge_canvas), downsample(pics, judge_canvas),
+                               classifier)}
+
+
+def table4(cfg, tokenizers: Mapping[str, VQModel], classifier, n: int, blur_radius=1.0) -> list:
+    """Table 4 on the world: one row per image tokenizer (SSIM, FID) and per VQ-GAN-Seg
+    evaluation set (PA, FWIoU), each beside the paper's row it stands in for
+    (``vqgan.paper_rows`` of the profile; the sketch rows pair with COCO-Stuff and VSPW),
+    and a reference row: the originals blurred by ``blur_radius`` px."""
+    jcanvas = int((cfg.get("world") or {}).get("canvas", 32))
+    paper_rows = (cfg.get("vqgan") or {}).get("paper_rows") or {}
+    main = next(iter(vq.config for vq in tokenizers.values() if vq.config.kind != "seg"))
+    ref = blur_reference(main, classifier, n, blur_radius, jcanvas)
+    rows = [{"part": "images", "model": "reference", "name": f"originals, Gaussian blur r={blur_radius:g}",
+             "R → D (rate)": f"{main.canvas}² (no tokens)", "tokens": 0, "data": "MSCOCO role", **ref}]
+    for name, vq in tokenizers.items():
+        c = vq.config
+        base = {"part": "sketches" if c.kind == "seg" else "images", "model": KIND_NAMES[c.kind],
+                "name": name, "R → D (rate)": c.label, "tokens": c.grid ** 2}
+        if c.kind == "seg":
+            for i, r in enumerate(evaluate_sketches(vq, n)):
+                p = paper.TABLE4_SKETCHES[i]
+                rows.append({**base, "data": r["data"], "PA": r["PA"], "FWIoU": r["FWIoU"],
+                             "codes used": r["codes_used"],
+                             "paper: data": p["data"],
+                             "paper: R → D (rate)": paper.label(p["R"], p["D"], p["F"]),
+                             "paper: PA": p["PA"], "paper: FWIoU": p["FWIoU"]})
+            continue
+        r = evaluate_images(vq, classifier, n, jcanvas)
+        row = {**base, "data": "MSCOCO role", "SSIM": r["SSIM"], "FID": r["FID"],
+               "codes used": r["codes_used"]}
+        if name in paper_rows:
+            p = paper.TABLE4_IMAGES[paper_rows[name]]
+            row.update({"paper: model": p["model"], "paper: data": p["data"],
+                        "paper: R → D (rate)": paper.label(p["R"], p["D"], p["F"]),
+                        "paper: SSIM": p["SSIM"], "paper: FID": p["FID"]})
+        rows.append(row)
+    return rows
+
+
+def table4_claims(rows) -> list:
+    """The paper's Table 4 claims checked on our rows: {claim, evidence, holds}."""
+    img = {r["name"]: r for r in rows if r["part"] == "images" and r["model"] != "reference"}
+    seg = [r for r in rows if r["part"] == "sketches"]
+    by = {}
+    for r in img.values():
+        by.setdefault((r["model"], r["tokens"]), []).append(r)
+    out = []
+
+    def claim(text, evidence, holds):
+        out.append({"claim": text, "evidence": evidence, "holds": bool(holds)})
+
+    for (model, tokens), rs in sorted(by.items()):
+        if model != "VQ-VAE":
+            continue
+        for g in by.get(("VQ-GAN", tokens), []):
+            if g["R → D (rate)"] != rs[0]["R → D (rate)"]:
+                continue
+            v = rs[0]
+            claim(f"VQ-GAN beats VQ-VAE at the same tokens ({v['R → D (rate)']}): FID",
+                  f"FID {g['FID']:.2f} vs {v['FID']:.2f}", g["FID"] < v["FID"])
+            claim(f"VQ-GAN beats VQ-VAE at the same tokens ({v['R → D (rate)']}): SSIM",
+                  f"SSIM {g['SSIM']:.3f} vs {v['SSIM']:.3f}", g["SSIM"] > v["SSIM"])
+    gans = sorted((r for r in img.values() if r["model"] == "VQ-GAN"), key=lambda r: r["tokens"])
+    same_canvas = {}
+    for r in gans:
+        same_canvas.setdefault(r["R → D (rate)"].split("²")[0], []).append(r)
+    for canvas, rs in same_canvas.items():
+        if len(rs) > 1:
+            fids = [r["FID"] for r in rs]
+            claim(f"more tokens for the same {canvas}² pictures give lower FID",
+                  ", ".join(f"{r['tokens']} tokens: {r['FID']:.2f}" for r in rs),
+                  all(a > b for a, b in zip(fids, fids[1:])))
+    for a in gans:
+        for b in gans:
+            same_rate = a["R → D (rate)"].split("(")[1] == b["R → D (rate)"].split("(")[1]
+            if a is not b and same_rate and a["tokens"] < b["tokens"]:
+                claim(f"at the same rate, more tokens give lower FID ({a['R → D (rate)']} vs "
+                      f"{b['R → D (rate)']})", f"FID {a['FID']:.2f} vs {b['FID']:.2f}",
+                      b["FID"] < a["FID"])
+    rate = lambda r: r["R → D (rate)"].split("(")[1]
+    pairs_rate = [(a, b) for a in gans for b in gans if a["tokens"] < b["tokens"] and rate(a) == rate(b)]
+    pairs_tokens = [(a, b) for a in gans for b in gans
+                    if a["tokens"] == b["tokens"] and rate(a) < rate(b)]
+    if pairs_rate and pairs_tokens:
+        d_tokens = max(abs(a["FID"] - b["FID"]) for a, b in pairs_rate)
+        d_rate = max(abs(a["FID"] - b["FID"]) for a, b in pairs_tokens)
+        claim("the number of tokens matters more than the rate (FID gap at the same rate with "
+              "more tokens > FID gap at the same tokens with another rate)",
+              f"{d_tokens:.2f} vs {d_rate:.2f}", d_tokens > d_rate)
+    for r in seg:
+        claim(f"VQ-GAN-Seg reconstructs {r['data']} sketches well (paper: PA ≥ 95%)",
+              f"PA {r['PA']:.2f}%, FWIoU {r['FWIoU']:.2f}%", r["PA"] >= 95)
+    return out
+
+
+def check_targets(rows, cfg) -> list:
+    """The profile's bars (``vqgan.eval.targets``) for the tokenizers later notebooks use:
+    SSIM of the image tokenizer, PA of the sketch tokenizer on each set, and the share of
+    codes in use. Rows {target, value, bar, met}."""
+    section = cfg.get("vqgan") or {}
+    bars = (section.get("eval") or {}).get("targets") or {}
+    main, sketch = section.get("tokenizer"), section.get("sketch_tokenizer")
+    out = []
+    for r in rows:
+        if r["name"] == main:
+            out.append({"target": f"{main}: SSIM", "value": r["SSIM"], "bar": bars.get("ssim")})
+            out.append({"target": f"{main}: codes used (share)", "value": r["codes used"] /
+                        configs_from_profile(cfg)[main].codebook, "bar": bars.get("usage")})
+        elif r["name"] == sketch:
+            out.append({"target": f"{sketch}: PA % ({r['data']})", "value": r["PA"],
+                        "bar": bars.get("pa")})
+            out.append({"target": f"{sketch}: codes used (share, {r['data']})", "value":
+                        r["codes used"] / configs_from_profile(cfg)[sketch].codebook,
+                        "bar": bars.get("usage")})
+    for t in out:
+        t["met"] = "" if t["bar"] is None else bool(t["value"] >= t["bar"])
+        t["bar"] = "" if t["bar"] is None else t["bar"]
+    return out
