@@ -426,3 +426,11 @@ __all__ = [
     "load_world_tokens", "save_world_tokens", "tokens_key", "tokens_path", "TokenCacheError",
     "TaskData", "Batch", "task_data", "trim_text", "text_hash", "vq_hash", "world_settings",
 ]
+
+
+def captions_of(role: str, split: str, indices, *, seed=0, canvas=32, frames=8) -> list:
+    """What the world would say about samples ``indices`` of a role, captioned or not (an
+    uncaptioned role's scenes still have a caption; V2V readouts need it)."""
+    video = world.ROLES[role].kind == "video"
+    return [world.caption(world.sample(role, split, int(i), seed, canvas, frames).scene, video)
+            for i in indices]

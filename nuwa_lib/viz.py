@@ -5,6 +5,8 @@ Pure functions returning matplotlib figures; notebooks save them through
 """
 from __future__ import annotations
 
+import warnings
+
 import textwrap
 from typing import Sequence
 
@@ -81,7 +83,9 @@ def video_strips(videos: Sequence[np.ndarray], titles: Sequence[str] | None = No
             axes[r, 0].set_title(titles[r], fontsize=7, loc="left")
         for c in range(min(t, len(video))):
             axes[r, c].set_xlabel(f"t={c}", fontsize=6)
-    fig.tight_layout()
+    with warnings.catch_warnings():     # long row titles overhang on purpose
+        warnings.simplefilter("ignore", UserWarning)
+        fig.tight_layout()
     return fig
 
 
@@ -331,5 +335,24 @@ def history_panels(histories: dict, panels, x: str = "step", size=(4.2, 3.0)):
         ax.set(title=title, xlabel=x, ylabel=ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def task_loss_curves(curves: dict, smooth: int = 1, reference: float | None = None,
+                     size=(6.0, 3.4)):
+    """Loss per task against the training step (``train.per_task`` output), each a moving
+    average over ``smooth`` of that task's steps; ``reference``: a dashed line (e.g. log N)."""
+    fig, ax = plt.subplots(figsize=size)
+    for task, c in curves.items():
+        loss = np.asarray(c["loss"], dtype=float)
+        k = max(1, min(int(smooth), len(loss)))
+        avg = np.convolve(loss, np.ones(k) / k, mode="valid")
+        ax.plot(np.asarray(c["step"])[k - 1:], avg, label=task, lw=1.4)
+    if reference is not None:
+        ax.axhline(reference, ls="--", c="grey", lw=1, label="uniform guess")
+    ax.set(xlabel="training step", ylabel="cross-entropy per token (nats)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -57,7 +57,7 @@ STATE_FORMAT = "nuwa-vq-training-state"
 VQ_STREAM = 2000          # world seed stream of the tokenizers' training picks
 IMAGE_ROLES = ("cc", "moments")     # stills from the image role, frames from the video role
 SEG_ROLES = ("cocostuff", "vspw")
-SECTION_KEYS = {"threads", "common", "models", "tokenizer", "sketch_tokenizer", "paper_rows", "eval"}
+SECTION_KEYS = {"threads", "workers", "common", "models", "tokenizer", "sketch_tokenizer", "paper_rows", "eval"}
 KIND_NAMES = {"vqvae": "VQ-VAE", "vqgan": "VQ-GAN", "seg": "VQ-GAN-Seg"}
 
 
@@ -651,6 +651,19 @@ def tokenizer_path(profile, name, hash_) -> Path:
     return artifacts_dir(profile) / "vqgan" / f"{name}-{hash_}.pt"
 
 
+def _identity(cfg, name, profile):
+    """(config, hash, cache path, judges config) of the profile's tokenizer ``name``; a
+    VQ-GAN's hash covers its perceptual judge."""
+    from . import judges as J
+
+    configs = configs_from_profile(cfg)
+    world._check("tokenizer", name, tuple(configs))
+    config, jcfg = configs[name], J.JudgesConfig.from_profile(cfg)
+    judge_hash = J.config_hash("classifier", jcfg) if config.kind == "vqgan" else None
+    hash_ = config_hash(config, judge_hash)
+    return config, hash_, tokenizer_path(profile, name, hash_), jcfg
+
+
 def get_tokenizer(cfg: Mapping[str, Any], name: str, *, classifier=None, profile=None,
                   train_if_missing=True, progress=True, judges=None):
     """The tokenizer ``name`` of the profile's ``vqgan.models``: loaded from
@@ -663,19 +676,7 @@ def get_tokenizer(cfg: Mapping[str, Any], name: str, *, classifier=None, profile
     profile = profile or cfg.get("name")
     if not profile:
         raise ValueError("cfg has no 'name' (the profile); pass profile=...")
-    configs = configs_from_profile(cfg)
-    world._check("tokenizer", name, tuple(configs))
-    config = configs[name]
-    judge_hash = None
-    jcfg = J.JudgesConfig.from_profile(cfg)
-    if config.kind == "vqgan":
-        judge_hash = J.config_hash("classifier", jcfg)
-        if classifier is None:
-            judges = judges or J.get_judges(cfg, names=("classifier",), profile=profile,
-                                            progress=progress)
-            classifier = judges.classifier
-    hash_ = config_hash(config, judge_hash)
-    path = tokenizer_path(profile, name, hash_)
+    config, hash_, path, jcfg = _identity(cfg, name, profile)
     if path.exists():
         model, payload = load_tokenizer(path, config, hash_)
         return model, {**payload.get("info", {}), "history": payload.get("history", []),
@@ -683,6 +684,10 @@ def get_tokenizer(cfg: Mapping[str, Any], name: str, *, classifier=None, profile
     if not train_if_missing:
         raise FileNotFoundError(f"no cached tokenizer {name!r} at {path}; run notebook 02_vqgan "
                                 f"or get_tokenizer(..., train_if_missing=True)")
+    if config.kind == "vqgan" and classifier is None:
+        judges = judges or J.get_judges(cfg, names=("classifier",), profile=profile,
+                                        progress=progress)
+        classifier = judges.classifier
     state_path = path.with_name(f"{name}-{hash_}.partial.pt")
     threads = (cfg.get("vqgan") or {}).get("threads")
     tr, _ = train_tokenizer(config, classifier, state_path=state_path, progress=progress,
@@ -693,6 +698,48 @@ def get_tokenizer(cfg: Mapping[str, Any], name: str, *, classifier=None, profile
     state_path.unlink(missing_ok=True)
     model, _ = load_tokenizer(path, config, hash_)
     return model, {**info, "history": tr.history, "path": str(path), "source": "trained"}
+
+
+def _train_in_worker(cfg, name, profile):
+    """One tokenizer trained (or found) in a worker process: returns nothing, the cache is
+    the result."""
+    get_tokenizer(cfg, name, profile=profile, progress=False)
+
+
+def get_tokenizers(cfg: Mapping[str, Any], names=None, *, profile=None, judges=None,
+                   workers=None, progress=True):
+    """{name: (VQModel, info)} for ``names`` (default: every model of the profile). Missing
+    tokenizers are trained first, ``workers`` at a time in separate processes (default:
+    the profile's ``vqgan.workers``); each run is the same as alone (training is a function
+    of its config), only the wall time changes. Then all are loaded from the cache."""
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing
+
+    from . import judges as J
+
+    profile = profile or cfg.get("name")
+    configs = configs_from_profile(cfg)
+    names = list(configs) if names is None else list(names)
+    for name in names:
+        world._check("tokenizer", name, tuple(configs))
+    workers = int(workers or (cfg.get("vqgan") or {}).get("workers") or 1)
+    if any(configs[n].kind == "vqgan" for n in names):   # the judge first, once, in this process
+        judges = judges or J.get_judges(cfg, names=("classifier",), profile=profile,
+                                        progress=progress)
+    missing = [n for n in names if not _cached(cfg, n, profile)]
+    if workers > 1 and len(missing) > 1:
+        # largest first, so the long runs start early: pixels x steps
+        missing.sort(key=lambda n: -configs[n].canvas ** 2 * configs[n].steps)
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(min(workers, len(missing)), mp_context=ctx) as pool:
+            for f in [pool.submit(_train_in_worker, dict(cfg), n, profile) for n in missing]:
+                f.result()
+    return {n: get_tokenizer(cfg, n, profile=profile, judges=judges, progress=progress)
+            for n in names}
+
+
+def _cached(cfg, name, profile) -> bool:
+    return _identity(cfg, name, profile)[2].exists()
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -215,3 +215,18 @@ def test_get_tokenizer_trains_once_then_loads(artifacts):
     cfg["vqgan"]["models"]["sk"]["steps"] = 3        # another config: not found in the cache
     with pytest.raises(FileNotFoundError, match=r"sk-[0-9a-f]{12}\.pt"):
         V.get_tokenizer(cfg, "sk", train_if_missing=False)
+
+
+def test_tokenizers_trained_in_worker_processes_equal_those_trained_alone(artifacts, tmp_path,
+                                                                          monkeypatch):
+    common = {k: v for k, v in TINY.items() if k != "train_size"}
+    cfg = {"name": "smoke", "seed": 0, "world": {"canvas": 32, "split_sizes": {"train": 64}},
+           "vqgan": {"common": common, "workers": 2,
+                     "models": {"a": {"kind": "seg", "steps": 3}, "b": {"kind": "vqvae", "steps": 2}}}}
+    got = V.get_tokenizers(cfg, progress=False)
+    assert set(got) == {"a", "b"} and all(info["source"] == "loaded" for _, info in got.values())
+    monkeypatch.setenv("NUWA_ARTIFACTS_DIR", str(tmp_path / "alone"))
+    for name in ("a", "b"):
+        alone, info = V.get_tokenizer(cfg, name, progress=False)
+        assert info["source"] == "trained"
+        assert _states_equal(alone.state_dict(), got[name][0].state_dict())

@@ -1,0 +1,61 @@
+"""Task-level generation: conditions and primes from the task's data, tokens to pixels,
+best-of-n by CLIP (Sec. 4.2)."""
+import numpy as np
+import pytest
+import torch
+
+from nuwa_lib import datasets as D, generate as G, judges as J, text, vqgan as V
+from nuwa_lib.model import Nuwa, NuwaConfig
+
+WORLD = dict(seed=0, canvas=32, frames=4)
+TEXT = text.TextConfig(vocab_size=512, length=32, captions_per_role=32, train_size=64)
+
+
+@pytest.fixture(scope="module")
+def toks():
+    torch.manual_seed(0)
+    vq = V.VQModel(V.VQConfig(kind="vqgan", codebook=16, code_dim=8, width=4)).eval()
+    return D.Tokenizers(text.TextTokenizer(text.train_bpe(TEXT), TEXT), vq)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return Nuwa(NuwaConfig(dim=16, heads=2, encoder_layers=1, decoder_layers=1, text_vocab=512,
+                           text_length=32, codebook_size=16, sketch_codebook_size=16,
+                           target_tokens=(4, 8, 8), sketch_tokens=(4, 8, 8),
+                           image_extent=(1, 1, 1), video_extent=(1, 1, 1))).eval()
+
+
+def test_text_to_image_gives_pixels_and_is_seeded(toks, model):
+    data = D.task_data("T2I", "mscoco", "test", 3, toks, progress=False, **WORLD)
+    a = G.generate(model, data, [0, 2], toks.visual, seed=1)
+    assert a.samples.shape == a.real.shape == (2, 1, 32, 32, 3) and a.samples.dtype == np.uint8
+    assert a.captions == [data.tokens.captions[0], data.tokens.captions[2]]
+    b = G.generate(model, data, [0, 2], toks.visual, seed=1)
+    assert torch.equal(a.tokens, b.tokens)
+    c = G.generate(model, data, [0, 2], toks.visual, seed=2)
+    assert not torch.equal(a.tokens, c.tokens)
+
+
+def test_video_prediction_keeps_the_given_first_frame(toks, model):
+    data = D.task_data("V2V", "bair", "test", 2, toks, progress=False, **WORLD)
+    g = G.generate(model, data, [0, 1], toks.visual, seed=0)
+    assert g.tokens.shape == (2, 4, 8, 8)
+    assert torch.equal(g.tokens[:, 0], data.batch([0, 1]).target[:, 0])
+    assert g.captions is None
+
+
+def test_best_of_n_keeps_the_clip_favourite(toks, model):
+    data = D.task_data("T2I", "mscoco", "test", 2, toks, progress=False, **WORLD)
+    clip = J.TinyCLIP(width=4, embed_dim=8, text_dim=8, text_layers=1, heads=2).eval()
+    g = G.generate(model, data, [0, 1], toks.visual, seed=0, n=3, clip=clip)
+    assert g.scores.shape == (2, 3)
+    from nuwa_lib.metrics import clip_similarity
+    best = clip_similarity(clip, g.samples[:, 0], g.captions)
+    assert np.allclose(best, g.scores.max(1), atol=1e-5)
+    with pytest.raises(ValueError, match="clip="):
+        G.generate(model, data, [0], toks.visual, n=2)
+    v2v = D.task_data("V2V", "bair", "test", 1, toks, progress=False, **WORLD)
+    with pytest.raises(ValueError, match="caption"):
+        G.generate(model, v2v, [0], toks.visual, n=2, clip=clip)
