@@ -129,8 +129,9 @@ def run_case(model, cond, grid, repeats: int, seed: int, uncached_prefix: int) -
         s, _, _, cpu = timed(model, cond, grid, seed, False, prefix=uncached_prefix)
         uncached.append(s)
         uncached_cpu.append(cpu)
-        print(f"  {grid}: cached {n / s:8.1f} tok/s, uncached {uncached_prefix / uncached[-1]:8.1f}"
-              f" tok/s ({uncached_prefix} positions)", flush=True)
+        print(f"  {grid}: cached {n / cached[-1]:8.1f} tok/s, uncached "
+              f"{uncached_prefix / uncached[-1]:8.1f} tok/s ({uncached_prefix} positions)",
+              flush=True)
     c_med, u_med = statistics.median(cached), statistics.median(uncached)
     c_cpu, u_cpu = statistics.median(cached_cpu), statistics.median(uncached_cpu)
     case = {

@@ -277,13 +277,13 @@ def _windowed_softmax(q, k, v, mask=None) -> torch.Tensor:
     """softmax(q k^T / sqrt(D)) v over the keys ``mask`` allows (None: all), Eq. (11); a
     query with no visible key gets 0 (as the reference backend). mask broadcasts to
     (B, H, Nq, Nk)."""
-    scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])   # (B, H, Nq, Nk)
+    scores = torch.einsum("bhqd,bhkd->bhqk", q, k) / math.sqrt(q.shape[-1])
     if not exists(mask):
-        return scores.softmax(-1) @ v
+        return torch.einsum("bhqk,bhkd->bhqd", scores.softmax(-1), v)
     scores = scores.masked_fill(~mask, float("-inf"))
     visible = mask.any(-1, keepdim=True)
     attn = torch.softmax(scores.masked_fill(~visible, 0.0), dim=-1) * visible
-    return attn @ v
+    return torch.einsum("bhqk,bhkd->bhqd", attn, v)
 
 
 def attend(q, k, v, kind: str, q_shape: Shape3, kv_shape: Shape3, extent: Extent3,
@@ -329,13 +329,18 @@ class Attention(nn.Module):
         return self.to_out(rearrange(out, "b h n d -> b n (h d)"))
 
     def step(self, x, k, v, key_keep=None):
-        """One query x (B, 1, dim) against its window's cached keys/values (B, H, W, D)."""
-        q = self.split_heads(self.to_q(x))
-        if exists(key_keep):
-            out = _windowed_softmax(q, k, v, rearrange(key_keep, "b k -> b 1 1 k"))
-        else:   # every key in the window is visible (windows are never empty): fused SDPA
+        """One query x (B, 1, dim) against its window's cached keys/values (B, H, W, D);
+        ``key_keep`` (B, W) hides padded keys. This runs per token and layer while sampling,
+        so it uses fused SDPA and plain views (einops costs more than the math here)."""
+        B = x.shape[0]
+        q = self.to_q(x).view(B, 1, self.heads, -1).transpose(1, 2)      # (B, H, 1, D)
+        if not exists(key_keep):      # windows are never empty
             out = F.scaled_dot_product_attention(q, k, v)
-        return self.to_out(rearrange(out, "b h n d -> b n (h d)"))
+        else:
+            mask = key_keep[:, None, None, :]                               # (B, 1, 1, W)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            out = torch.where(mask.any(-1, keepdim=True), out, 0.0)   # no visible key: 0
+        return self.to_out(out.transpose(1, 2).reshape(B, 1, -1))        # (B, 1, H * D)
 
 
 class FeedForward(nn.Sequential):

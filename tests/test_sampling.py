@@ -98,6 +98,20 @@ def test_cached_and_uncached_sampling_agree_when_primed(model):
     assert all(torch.allclose(logits_c[t], logits_f[t], atol=1e-10, rtol=0) for t in logits_c)
 
 
+def test_cached_steps_agree_when_a_cross_window_holds_only_padding():
+    """A text extent of (0, 0, 0) shows each slot one text token; where that token is
+    padding the slot attends to nothing (output 0), with and without the cache."""
+    small = model_for(text_extent=(0, 0, 0))
+    keep = torch.tensor([[False, True] + [False] * 4, [True] * 6])
+    cond = Condition.from_text(torch.randint(0, TEXT_VOCAB, (B, TEXT_LEN), generator=gen(26)),
+                               keep)
+    cached, logits_c = sample_with_logits(small, cond, IMAGE, generator=gen(27))
+    full, logits_f = sample_with_logits(small, cond, IMAGE, generator=gen(27), use_cache=False)
+    assert torch.equal(cached, full)
+    assert all(torch.allclose(logits_c[t], logits_f[t], atol=1e-10, rtol=0) for t in logits_c)
+    assert all(torch.isfinite(x).all() for x in logits_c.values())
+
+
 def test_every_slot_is_drawn_from_the_teacher_forced_logits_of_the_sample(model):
     cond = conditions()["sketch video"]
     tokens, seen = sample_with_logits(model, cond, VIDEO, generator=gen(5))
