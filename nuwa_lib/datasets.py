@@ -20,6 +20,10 @@ twice and a retrained tokenizer never reads stale tokens.
 inputs (a :class:`~nuwa_lib.model.Condition` and the target grid) plus the prime mask that
 sampling uses. The tokenizers are arguments (:class:`Tokenizers`), so tests can pass
 untrained ones; :func:`profile_tokenizers` fetches the profile's.
+
+Real part. The readers of the paper's datasets and their tokens (:class:`~nuwa_lib.readers.
+RealTokens`, which :class:`TaskData` takes too; ``task_data(task, reader, ...)``) live in
+:mod:`nuwa_lib.readers` and are reachable from here under the same names.
 """
 from __future__ import annotations
 
@@ -92,12 +96,14 @@ class Tokenizers:
 
 
 def profile_tokenizers(cfg: Mapping[str, Any], *, profile: str | None = None, sketch: bool = True,
-                       untrained: bool = False, progress: bool = True) -> Tokenizers:
+                       untrained: bool = False, progress: bool = True,
+                       text_tokenizer=None) -> Tokenizers:
     """The profile's tokenizers: its BPE (:func:`text.get_tokenizer`), its visual VQ-GAN
     (``vqgan.tokenizer``) and, with ``sketch``, its VQ-GAN-Seg (``vqgan.sketch_tokenizer``),
     each loaded from the cache or trained. ``untrained=True`` gives freshly initialised VQ
     models of the same configs instead (seeded; for timing runs and tests) -- their tokens
-    are meaningless."""
+    are meaningless. ``text_tokenizer`` replaces the world's BPE (real data brings its own,
+    :func:`nuwa_lib.readers.real_text_tokenizer`)."""
     from . import text, vqgan
 
     profile = profile or cfg.get("name")
@@ -109,7 +115,7 @@ def profile_tokenizers(cfg: Mapping[str, Any], *, profile: str | None = None, sk
         if not names[part]:
             key = "tokenizer" if part == "visual" else "sketch_tokenizer"
             raise ValueError(f"the profile has no vqgan.{key}: name the {part} tokenizer there")
-    out = {"text": text.get_tokenizer(cfg, profile)}
+    out = {"text": text_tokenizer if text_tokenizer is not None else text.get_tokenizer(cfg, profile)}
     configs = vqgan.configs_from_profile(cfg) if untrained else None
     for part, name in names.items():
         if name is None:
@@ -301,6 +307,12 @@ def world_tokens(role, split, n, tokenizers: Tokenizers, *, seed=0, canvas=32, f
 
 
 # --------------------------------------------------------------------------- task view
+def tokens_kind(wt) -> str:
+    """"image" or "video": a real dataset's tokens say (``RealTokens.kind``), a world role's
+    come from its row in :data:`nuwa_lib.world.ROLES`."""
+    return getattr(wt, "kind", None) or world.ROLES[wt.role].kind
+
+
 @dataclass
 class Batch:
     """One batch of a task: the encoder's condition, the target tokens (B, s, h, w) int64,
@@ -343,10 +355,10 @@ class TaskData(torch.utils.data.Dataset):
     def __post_init__(self):
         self.task = T.get_task(self.task)
         t, wt = self.task, self.tokens
-        spec = world.ROLES[wt.role]
-        if (spec.kind == "video") != t.video:
+        kind = tokens_kind(wt)
+        if (kind == "video") != t.video:
             raise ValueError(f"task {t.name} has {t.target} targets; role {wt.role!r} holds "
-                             f"{spec.kind}s")
+                             f"{kind}s")
         if t.counterfactual != (wt.variant is not None) or (wt.variant and wt.variant != t.name):
             raise ValueError(f"task {t.name} needs tokens of variant "
                              f"{t.name if t.counterfactual else None!r}, got {wt.variant!r}")
@@ -404,8 +416,15 @@ def task_data(task, role: str | None = None, split: str = "train", n: int = 256,
               tokenizers: Tokenizers | None = None, *, seed=0, canvas=32, frames=8,
               profile: str | None = None, progress=True) -> TaskData:
     """Task ``task`` on ``n`` samples of ``role``'s ``split`` (default role: the task's row in
-    the table), tokens through :func:`world_tokens` (cached with a profile)."""
+    the table), tokens through :func:`world_tokens` (cached with a profile). ``role`` may
+    also be a real dataset's reader (:mod:`nuwa_lib.readers`): then its first ``n`` samples
+    (``split`` and the world settings do not apply), through
+    :func:`~nuwa_lib.readers.real_task_data`."""
     task = T.get_task(task)
+    from .readers import Reader, real_task_data
+
+    if isinstance(role, Reader):
+        return real_task_data(task, role, tokenizers, n=n, profile=profile, progress=progress)
     role = role or task.role
     wt = world_tokens(role, split, n, tokenizers, seed=seed, canvas=canvas, frames=frames,
                       variant=task.name if task.counterfactual else None, profile=profile,
@@ -425,6 +444,7 @@ __all__ = [
     "Tokenizers", "profile_tokenizers", "WorldTokens", "world_tokens", "build_world_tokens",
     "load_world_tokens", "save_world_tokens", "tokens_key", "tokens_path", "TokenCacheError",
     "TaskData", "Batch", "task_data", "trim_text", "text_hash", "vq_hash", "world_settings",
+    "tokens_kind",
 ]
 
 
@@ -434,3 +454,15 @@ def captions_of(role: str, split: str, indices, *, seed=0, canvas=32, frames=8) 
     video = world.ROLES[role].kind == "video"
     return [world.caption(world.sample(role, split, int(i), seed, canvas, frames).scene, video)
             for i in indices]
+
+
+# Real datasets: the readers and their token path live in nuwa_lib/readers.py (one idea per
+# module), which builds on the classes above; their names resolve here too
+# (``datasets.CocoCaptions``, ``from nuwa_lib.datasets import real_tokens``), lazily, so
+# either module can be imported first.
+def __getattr__(name):
+    from . import readers
+
+    if name in readers.__all__:
+        return getattr(readers, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -27,7 +27,10 @@ of an uninterrupted run. A checkpoint of another config, or a corrupt one, raise
 **Scale-out.** Under ``torchrun`` each of the W ranks takes a disjoint slice of the step's
 global batch (batch_size / W samples) and DistributedDataParallel averages the gradients
 (gloo on CPU, nccl on CUDA), so W processes follow the single-process run on the same global
-batch. ``python -m nuwa_lib.train --profile P --steps N --out DIR`` is the entry point.
+batch. ``python -m nuwa_lib.train --profile P --steps N --out DIR`` is the entry point;
+with ``--real-data`` it trains on the datasets of the profile's ``data:`` section instead of
+the world (:func:`nuwa_lib.readers.prepare`), and ``--override FILE.yaml`` merges a file over
+the profile (dataset roots, sizes).
 
 **Cache.** :func:`get_pretrained` returns the model trained on the profile's world for a
 task list, loaded from ``artifacts/<profile>/nuwa/<tasks>-<hash>.pt`` when present, otherwise
@@ -561,8 +564,10 @@ class Plan:
 def plan(cfg: Mapping[str, Any], tasks=T.PRETRAIN_TASKS, *, profile: str | None = None,
          roles: Mapping[str, str] | None = None, model_overrides: Mapping | None = None,
          train_overrides: Mapping | None = None, init=None, tokenizers: Tokenizers | None = None,
-         progress=True) -> Plan:
-    """Resolve a run: configs, roles, tokenizers (the profile's unless given) and the hash."""
+         progress=True, data_key: Mapping | None = None) -> Plan:
+    """Resolve a run: configs, roles, tokenizers (the profile's unless given) and the hash.
+    ``data_key`` (from :func:`nuwa_lib.readers.prepare`) marks a run on real data: it goes
+    into the hash, and its ``frames`` replace the world's in the tokenizer check."""
     profile = profile or cfg.get("name")
     if not profile:
         raise ValueError("cfg has no 'name' (the profile); pass profile=...")
@@ -574,7 +579,7 @@ def plan(cfg: Mapping[str, Any], tasks=T.PRETRAIN_TASKS, *, profile: str | None 
         tokenizers = profile_tokenizers(cfg, profile=profile, progress=progress,
                                         sketch=any(T.get_task(t).reads_sketch for t in tasks))
     ws = world_settings(cfg)
-    check_tokenizers(mcfg, tokenizers, ws["frames"])
+    check_tokenizers(mcfg, tokenizers, int(data_key["frames"]) if data_key else ws["frames"])
     init_state, init_hash = None, None
     if init is not None:
         model, info = init
@@ -587,7 +592,8 @@ def plan(cfg: Mapping[str, Any], tasks=T.PRETRAIN_TASKS, *, profile: str | None 
             "sketch": hashes["sketch"] if any(T.get_task(t).reads_sketch for t in tasks) else None}
     run = checkpoint.canonical({
         "version": TRAIN_VERSION, "model": asdict(mcfg), "train": tcfg.key(), "tasks": list(tasks),
-        "roles": roles, "world": ws, "tokenizers": used, "init": init_hash})
+        "roles": roles, "world": ws, "tokenizers": used, "init": init_hash,
+        **({"data": dict(data_key)} if data_key else {})})
     hash_ = hashlib.sha256(json.dumps(run, sort_keys=True).encode()).hexdigest()[:12]
     return Plan(profile, tasks, roles, mcfg, tcfg, tokenizers, run, hash_, init_state)
 
@@ -653,8 +659,9 @@ def get_pretrained(cfg: Mapping[str, Any], tasks=T.PRETRAIN_TASKS, *, profile: s
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m nuwa_lib.train",
-        description="Train NÜWA on the profile's world (Eq. 16 by default); under torchrun "
-                    "each process takes a slice of every batch (DDP).")
+        description="Train NÜWA on the profile's world (Eq. 16 by default), or with --real-data "
+                    "on real datasets; under torchrun each process takes a slice of every batch "
+                    "(DDP).")
     ap.add_argument("--profile", required=True)
     ap.add_argument("--tasks", default=",".join(T.PRETRAIN_TASKS),
                     help="comma-separated task names (default: T2I,V2V,T2V)")
@@ -671,6 +678,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--save-replicas", action="store_true",
                     help="every process writes its weights to OUT/replica-<rank>.pt (DDP checks)")
     ap.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    ap.add_argument("--real-data", action="store_true",
+                    help="train on the datasets of the profile's data: section (nuwa_lib.readers; "
+                         "roots from NUWA_DATA_<NAME> or --override) instead of the world")
+    ap.add_argument("--override", metavar="FILE.yaml",
+                    help="a YAML file merged over the profile (dataset roots, any size or step)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
 
@@ -678,6 +690,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         cfg = load_profile(args.profile)
+        if args.override:
+            from .readers import apply_override
+
+            cfg = apply_override(cfg, args.override)
         over = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size),
                                   ("data_size", args.data_size),
                                   ("checkpoint_every", args.checkpoint_every),
@@ -687,17 +703,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress = not args.no_progress
         if args.threads:
             torch.set_num_threads(args.threads)
-        tokenizers = None
-        if dist.main:
-            tokenizers = profile_tokenizers(
-                cfg, untrained=args.untrained_tokenizers, progress=progress,
-                sketch=any(T.get_task(t).reads_sketch for t in T.task_names(tasks)))
-        dist.barrier()
-        if not dist.main:   # rank 0 has built and cached what the others now read
-            tokenizers = profile_tokenizers(
-                cfg, untrained=args.untrained_tokenizers, progress=False,
-                sketch=any(T.get_task(t).reads_sketch for t in T.task_names(tasks)))
-        p = plan(cfg, tasks, train_overrides=over, tokenizers=tokenizers, progress=progress)
+        tokenizers, data, data_key = None, None, None
+        if args.real_data:
+            from .readers import prepare
+
+            tokenizers, data, data_key = prepare(
+                cfg, tasks, rank=dist.rank, world_size=dist.world_size, device=dist.device,
+                untrained=args.untrained_tokenizers, max_samples=args.data_size,
+                progress=progress and dist.main)
+        else:
+            if dist.main:
+                tokenizers = profile_tokenizers(
+                    cfg, untrained=args.untrained_tokenizers, progress=progress,
+                    sketch=any(T.get_task(t).reads_sketch for t in T.task_names(tasks)))
+            dist.barrier()
+            if not dist.main:   # rank 0 has built and cached what the others now read
+                tokenizers = profile_tokenizers(
+                    cfg, untrained=args.untrained_tokenizers, progress=False,
+                    sketch=any(T.get_task(t).reads_sketch for t in T.task_names(tasks)))
+        p = plan(cfg, tasks, train_overrides=over, tokenizers=tokenizers, progress=progress,
+                 data_key=data_key)
         if args.out:
             out = Path(args.out)
             state_path, model_path = out / "state.pt", out / "model.pt"
@@ -705,7 +730,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             model_path = p.path
             state_path = p.path.with_name(f"{p.label}-{p.hash}.partial.pt")
         tr, info, finished = fit(p, state_path=state_path, model_path=model_path,
-                                 stop_after=args.stop_after, progress=progress, dist=dist)
+                                 stop_after=args.stop_after, progress=progress, dist=dist,
+                                 data=data)
         if args.save_replicas and args.out:
             checkpoint.save(Path(args.out) / f"replica-{dist.rank}.pt",
                             {"format": "nuwa-replica", "rank": dist.rank, "step": tr.step,
