@@ -28,3 +28,21 @@ TABLE4_SKETCHES = [
 def label(r, d, f) -> str:
     """The R -> D (rate) label used in our tables: "256² → 16² (F16)"."""
     return f"{r}² → {d}² (F{f})"
+
+# Table 1: T2I on MSCOCO (256²); FID-k (DALL-E's blurred FID), IS, CLIPSIM (GODIVA).
+# None where the paper prints "-". Our rows stand in for the NÜWA rows (``ours``).
+TABLE1_COLUMNS = ("FID-0", "FID-1", "FID-2", "FID-4", "FID-8", "IS", "CLIPSIM")
+TABLE1 = [
+    {"model": "AttnGAN", "setting": "", "FID-0": 35.2, "FID-1": 44.0, "FID-2": 72.0, "FID-4": 108.0, "FID-8": 100.0, "IS": 23.3, "CLIPSIM": 0.2772},
+    {"model": "DM-GAN", "setting": "", "FID-0": 26.0, "FID-1": 39.0, "FID-2": 73.0, "FID-4": 119.0, "FID-8": 112.3, "IS": 32.2, "CLIPSIM": 0.2838},
+    {"model": "DF-GAN", "setting": "", "FID-0": 26.0, "FID-1": 33.8, "FID-2": 55.9, "FID-4": 91.0, "FID-8": 97.0, "IS": 18.7, "CLIPSIM": 0.2928},
+    {"model": "DALL-E", "setting": "", "FID-0": 27.5, "FID-1": 28.0, "FID-2": 45.5, "FID-4": 83.5, "FID-8": 85.0, "IS": 17.9, "CLIPSIM": None},
+    {"model": "CogView", "setting": "", "FID-0": 27.1, "FID-1": 19.4, "FID-2": 13.9, "FID-4": 19.4, "FID-8": 23.6, "IS": 18.2, "CLIPSIM": 0.3325},
+    {"model": "XMC-GAN", "setting": "", "FID-0": 9.3, "FID-1": None, "FID-2": None, "FID-4": None, "FID-8": None, "IS": 30.5, "CLIPSIM": None},
+    {"model": "NÜWA (scratch)", "setting": "full attention", "ours": "scratch_full", "FID-0": 17.1, "FID-1": 16.5, "FID-2": 16.3, "FID-4": 18.5, "FID-8": 20.9, "IS": 22.7, "CLIPSIM": 0.3257},
+    {"model": "NÜWA (scratch)", "setting": "axial attention", "ours": "scratch_axial", "FID-0": 18.7, "FID-1": 18.4, "FID-2": 19.2, "FID-4": 20.3, "FID-8": 21.3, "IS": 22.8, "CLIPSIM": 0.3253},
+    {"model": "NÜWA (scratch)", "setting": "3D nearby attention", "ours": "scratch_nearby", "FID-0": 16.9, "FID-1": 15.6, "FID-2": 16.5, "FID-4": 18.9, "FID-8": 20.2, "IS": 23.1, "CLIPSIM": 0.3276},
+    {"model": "NÜWA (finetune)", "setting": "pretrained on CC", "ours": "finetune_cc", "FID-0": 14.2, "FID-1": 15.2, "FID-2": 16.9, "FID-4": 20.5, "FID-8": 24.7, "IS": 25.8, "CLIPSIM": 0.3424},
+    {"model": "NÜWA (finetune)", "setting": "pretrained on CC, Moments and VATEX", "ours": "finetune_multitask", "FID-0": 12.9, "FID-1": 13.8, "FID-2": 15.7, "FID-4": 19.3, "FID-8": 24.0, "IS": 27.2, "CLIPSIM": 0.3429},
+    {"model": "NÜWA (zero-shot)", "setting": "pretrained on CC, Moments and VATEX", "ours": "zeroshot_multitask", "FID-0": 22.6, "FID-1": 18.6, "FID-2": 17.2, "FID-4": 17.4, "FID-8": 24.8, "IS": 24.5, "CLIPSIM": 0.3331},
+]

@@ -1,0 +1,214 @@
+"""The image tasks of Sec. 4.2 (notebooks 05-08): Table 1's rows and claims, the TI2I
+manipulation region and scores, I2I completion scores, S2I's PA, and zero-shot priming
+through generate() with tiny models."""
+import numpy as np
+import pytest
+import torch
+
+from nuwa_lib import datasets as D, generate as G, image_tasks as IT, judges as J, paper
+from nuwa_lib import tasks as T, text, vqgan as V, world
+from nuwa_lib.model import Nuwa, NuwaConfig
+
+WORLD = dict(seed=0, canvas=32, frames=4)
+TEXT = text.TextConfig(vocab_size=512, length=32, captions_per_role=32, train_size=64)
+
+
+@pytest.fixture(scope="module")
+def toks():
+    torch.manual_seed(0)
+    vq = V.VQModel(V.VQConfig(kind="vqgan", codebook=16, code_dim=8, width=4)).eval()
+    return D.Tokenizers(text.TextTokenizer(text.train_bpe(TEXT), TEXT), vq)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return Nuwa(NuwaConfig(dim=16, heads=2, encoder_layers=1, decoder_layers=1, text_vocab=512,
+                           text_length=32, codebook_size=16, sketch_codebook_size=16,
+                           target_tokens=(4, 8, 8), sketch_tokens=(4, 8, 8),
+                           image_extent=(1, 1, 1), video_extent=(1, 1, 1))).eval()
+
+
+class Reader:
+    """A judge stub that reads the scenes it was given perfectly."""
+    video = False
+    head_names = J.IMAGE_HEADS
+
+    def __init__(self, scenes):
+        self.t = J.scene_targets(scenes)
+
+    def predict(self, pixels):
+        return {k: v for k, v in self.t.items() if k in self.head_names or k.startswith("slot_")}
+
+
+class SegOracle:
+    def __init__(self, segs):
+        self.segs = np.asarray(segs)
+
+    def predict(self, images):
+        return self.segs
+
+
+def _scores(fid0, clip, **rest):
+    base = {c: fid0 for c in IT.TABLE1_COLUMNS}
+    return {**base, "IS": 1.0, "CLIPSIM": clip, **rest}
+
+
+# --------------------------------------------------------------------------- T2I
+def test_seeded_changes_only_the_seed():
+    cfg = {"name": "smoke", "seed": 0, "train": {"steps": 3}}
+    s = IT.seeded(cfg, 2)
+    assert s["seed"] == 2 and s["train"] == cfg["train"] and cfg["seed"] == 0
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="seed"):
+            IT.seeded(cfg, bad)
+
+
+def test_table1_puts_ours_beside_the_paper_with_mean_and_std():
+    ours = {"scratch_nearby": [_scores(2.0, 0.5), _scores(4.0, 0.7)],
+            "finetune_cc": [_scores(3.0, 0.6)]}
+    tab = IT.table1(ours)
+    assert len(tab) == len(paper.TABLE1)
+    r = tab[tab["row"] == "scratch_nearby"].iloc[0]
+    assert r["seeds"] == 2 and r["FID-0"] == pytest.approx(3.0)
+    assert r["FID-0 std"] == pytest.approx(np.std([2.0, 4.0], ddof=1))
+    assert r["paper FID-0"] == 16.9 and r["paper CLIPSIM"] == 0.3276
+    ft = tab[tab["row"] == "finetune_cc"].iloc[0]
+    assert ft["seeds"] == 1 and np.isnan(ft["FID-0 std"])
+    assert np.isnan(tab[tab["row"] == "scratch_full"].iloc[0]["FID-0"])     # not run: NaN
+    assert np.isnan(tab[tab["model"] == "DALL-E"].iloc[0]["paper CLIPSIM"])  # paper's "-"
+    with pytest.raises(ValueError, match="unknown Table 1 row"):
+        IT.table1({"scratch_sparse": [_scores(1.0, 0.1)]})
+
+
+def test_claims_are_decided_from_the_numbers():
+    ours = {"scratch_full": [_scores(10.0, 0.40), _scores(10.2, 0.41), _scores(9.8, 0.39)],
+            "scratch_axial": [_scores(9.0, 0.42), _scores(9.2, 0.43), _scores(8.8, 0.41)],
+            "scratch_nearby": [_scores(5.0, 0.50), _scores(5.2, 0.51), _scores(4.8, 0.49)],
+            "finetune_cc": [_scores(4.0, 0.55)], "finetune_multitask": [_scores(4.5, 0.56)]}
+    claims = {(c["claim"].split(" (")[0], c["claim"].split("(")[1].split(",")[0]): c
+              for c in IT.t2i_claims(IT.table1(ours))}
+    nearby = claims["nearby beats axial and full", "FID-0"]
+    assert nearby["holds"] and nearby["clear"] and "16.9" in nearby["paper"]
+    assert claims["nearby beats axial and full", "CLIPSIM"]["holds"]
+    multi = claims["multi-task pretraining helps T2I", "FID-0"]
+    assert not multi["holds"] and not multi["clear"]          # 4.5 > 4.0: worse
+    assert claims["multi-task pretraining helps T2I", "CLIPSIM"]["holds"]
+    # within the spread: ordered but not clear
+    ours["scratch_nearby"] = [_scores(8.0, 0.5), _scores(9.5, 0.5), _scores(7.9, 0.5)]
+    c = {x["claim"]: x for x in IT.t2i_claims(IT.table1(ours))}
+    fid = c["nearby beats axial and full (FID-0, lower is better)"]
+    assert fid["holds"] and not fid["clear"]
+
+
+def test_t2i_scores_give_table1_columns(toks):
+    torch.manual_seed(0)
+    clf = J.WorldClassifier(width=4, feature_dim=6).eval().requires_grad_(False)
+    clip = J.TinyCLIP(width=4, embed_dim=8, text_dim=8, text_layers=1, heads=2).eval()
+    real = IT.real_pictures("mscoco", "test", range(12), **WORLD)
+    caps = [world.sample("mscoco", "test", i, **WORLD).caption for i in range(12)]
+    s = IT.t2i_scores(real, real, caps, clf, clip, isc_splits=2)
+    assert set(s) == set(IT.TABLE1_COLUMNS)
+    assert abs(s["FID-0"]) < 1e-3 and -1 <= s["CLIPSIM"] <= 1 and s["IS"] >= 1 - 1e-6
+    with pytest.raises(ValueError, match="images"):
+        IT.t2i_scores(real[:, None], real, caps, clf, clip)
+
+
+# --------------------------------------------------------------------------- TI2I
+def _ti2i_world(n):
+    samples = [world.sample("mscoco", "test", i, **WORLD) for i in range(n)]
+    cfs = [T.counterfactual("TI2I", s) for s in samples]
+    edited = []
+    for s in samples:
+        k = len(s.scene.objects) - 1
+        c = s.scene.objects[k].colour
+        new = world.COLOURS[(world.COLOURS.index(c) + 1) % len(world.COLOURS)]
+        edited.append(world.change_attribute(s.scene, "colour", new, obj=k))
+    return samples, cfs, edited
+
+
+def test_unchanged_region_is_where_the_counterfactual_keeps_the_pixels():
+    samples, cfs, _ = _ti2i_world(6)
+    before = np.stack([s.image for s in samples])
+    after = np.stack([c["picture"] for c in cfs])
+    region = IT.unchanged_region(before, after)
+    assert region.shape == before.shape[:3] and region.dtype == bool
+    assert 0 < region.mean() < 1
+    for i, c in enumerate(cfs):     # nothing changes above the edit row
+        assert region[i, : c["edit_row"]].all() and not region[i].all()
+    with pytest.raises(ValueError, match="one shape"):
+        IT.unchanged_region(before, after[:, :16])
+    assert np.isnan(IT.region_pa(np.zeros((1, 2, 2)), np.zeros((1, 2, 2)), np.zeros((1, 2, 2), bool)))
+
+
+def test_ti2i_scores_reward_the_edit_and_the_preservation():
+    samples, cfs, edited = _ti2i_world(8)
+    before = np.stack([s.image for s in samples])
+    after = np.stack([c["picture"] for c in cfs])
+    segs = np.stack([s.seg for s in samples])
+    caps = [c["caption"] for c in cfs]
+    good = IT.ti2i_scores(Reader(edited), SegOracle(segs), after, caps, before, after, segs)
+    assert good["changed"] == 1.0 and good["preserved"] == 1.0 and good["PA unchanged"] == 1.0
+    assert good["all"] == 1.0 and 0 < good["unchanged share"] < 1
+    # a model that ignores the text and copies the original keeps the rest, misses the edit
+    copy = IT.ti2i_scores(Reader([s.scene for s in samples]), SegOracle(segs), before, caps, before,
+                          after, segs)
+    assert copy["changed"] < 1.0 and copy["preserved"] == 1.0 and copy["all"] == 0.0
+    # wrong classes everywhere: PA of the unchanged region drops to 0
+    bad = IT.ti2i_scores(Reader(edited), SegOracle((segs + 1) % world.N_SEG_CLASSES), after, caps,
+                         before, after, segs)
+    assert bad["PA unchanged"] == 0.0
+    with pytest.raises(ValueError, match="motion"):
+        IT.ti2i_scores(Reader(edited), SegOracle(segs), after, caps, before, after, segs,
+                       changed="motion")
+
+
+# --------------------------------------------------------------------------- I2I / S2I
+def test_determined_when_every_object_reaches_into_the_prime():
+    top = world.Scene("grass", 0, (world.Obj("circle", "red", "small", "top", 16.0, 5.0),))
+    low = world.Scene("grass", 0, (world.Obj("circle", "red", "small", "bottom", 16.0, 27.0),))
+    both = world.Scene("grass", 0, top.objects + (world.Obj("square", "blue", "large", "bottom",
+                                                            16.0, 24.0),))
+    assert IT.determined([top, low, both], 16).tolist() == [True, False, False]
+    assert IT.determined([low], 32).tolist() == [True]
+
+
+def test_i2i_scores_split_by_determined_and_measure_diversity():
+    samples = [world.sample("mscoco", "test", i, **WORLD) for i in range(6)]
+    pics = np.stack([s.image for s in samples])
+    caps = [s.caption for s in samples]
+    det = np.array([True, True, False, True, False, False])
+    s = IT.i2i_scores(Reader([x.scene for x in samples]), pics, caps, det, second=pics)
+    assert s["Acc"] == s["Acc (determined)"] == s["Acc (not determined)"] == 1.0
+    assert s["determined share"] == 0.5 and s["diversity (bottom half)"] == 0.0
+    other = 255 - pics
+    assert IT.i2i_scores(Reader([x.scene for x in samples]), pics, caps, det,
+                         second=other)["diversity (bottom half)"] > 0.1
+    assert np.isnan(IT.i2i_scores(Reader([x.scene for x in samples]), pics, caps,
+                                  np.ones(6, bool))["Acc (not determined)"])
+
+
+def test_segmentation_pa_against_the_sketch():
+    segs = IT.real_segs("cocostuff", "test", range(3), **WORLD)
+    assert segs.shape == (3, 32, 32)
+    assert IT.segmentation_pa(SegOracle(segs), np.zeros((3, 32, 32, 3), np.uint8), segs) == 1.0
+
+
+# --------------------------------------------------------------------------- zero-shot priming
+def test_i2i_completion_keeps_the_given_top_half(toks, model):
+    data = D.task_data("I2I", "mscoco", "test", 3, toks, progress=False, **WORLD)
+    g = G.generate(model, data, [0, 1, 2], toks.visual, seed=0)
+    target = data.batch([0, 1, 2]).target
+    h = target.shape[2] // 2
+    assert torch.equal(g.tokens[:, :, :h], target[:, :, :h])
+    assert T.prime_length(T.prime_mask("I2I", target.shape[1:])) == h * target.shape[3]
+
+
+def test_ti2i_keeps_the_original_rows_above_the_edit(toks, model):
+    data = D.task_data("TI2I", "mscoco", "test", 4, toks, progress=False, **WORLD)
+    b = data.batch(range(4))
+    g = G.generate(model, data, range(4), toks.visual, seed=0)
+    for i in range(4):
+        rows = int(data.tokens.edit_rows[i])
+        assert torch.equal(g.tokens[i, :, :rows], b.given[i, :, :rows])
+    assert g.captions == data.tokens.captions[:4]
