@@ -212,3 +212,13 @@ def test_ti2i_keeps_the_original_rows_above_the_edit(toks, model):
         rows = int(data.tokens.edit_rows[i])
         assert torch.equal(g.tokens[i, :, :rows], b.given[i, :, :rows])
     assert g.captions == data.tokens.captions[:4]
+
+
+def test_counterfactual_pictures_match_the_task_ground_truth():
+    cf = IT.counterfactual_pictures("mscoco", "test", [0, 3], **WORLD)
+    assert cf["before"].shape == cf["after"].shape == (2, 32, 32, 3)
+    assert cf["segs"].shape == (2, 32, 32) and len(cf["captions"]) == 2
+    s = world.sample("mscoco", "test", 3, **WORLD)
+    t = T.counterfactual("TI2I", s)
+    assert np.array_equal(cf["after"][1], t["picture"]) and cf["captions"][1] == t["caption"]
+    assert cf["edit_rows"][1] == t["edit_row"] and np.array_equal(cf["before"][1], s.image)
