@@ -53,14 +53,24 @@ def real_segs(role: str, split: str, indices, *, seed=0, canvas=32, frames=8) ->
 
 def counterfactual_pictures(role: str, split: str, indices, *, seed=0, canvas=32,
                             frames=8) -> dict:
-    """TI2I's ground truth for samples ``indices``: {"before": originals (N, H, W, 3),
+    """TI2I's ground truth for samples ``indices``: {"edits": what changed, per sample
+    {"attribute", "value", "position", "objects"} (see :func:`edit_accuracy`), "before": originals (N, H, W, 3),
     "after": the counterfactual pictures, "captions": the edited captions, "segs": the class
     maps (a colour edit keeps them), "edit_rows": first changed pixel row per sample}."""
     from . import tasks as T
 
     samples = [world.sample(role, split, int(i), seed, canvas, frames) for i in indices]
     cfs = [T.counterfactual("TI2I", s, frames) for s in samples]
-    return {"before": np.stack([s.image for s in samples]),
+    edits = []
+    for s, c in zip(samples, cfs):       # the edit tasks.counterfactual makes: the last object's colour
+        obj = s.scene.objects[-1]
+        new = world.COLOURS[(world.COLOURS.index(obj.colour) + 1) % len(world.COLOURS)]
+        changed = world.change_attribute(s.scene, "colour", new, obj=len(s.scene.objects) - 1)
+        if world.caption(changed) != c["caption"]:
+            raise AssertionError("counterfactual_pictures disagrees with tasks.counterfactual")
+        edits.append({"attribute": "colour", "value": new, "position": obj.position,
+                      "objects": len(s.scene.objects)})
+    return {"edits": edits, "before": np.stack([s.image for s in samples]),
             "after": np.stack([c["picture"] for c in cfs]),
             "captions": [c["caption"] for c in cfs],
             "segs": np.stack([s.seg for s in samples]),
@@ -176,13 +186,33 @@ def region_pa(pred, target, region) -> float:
     return float((pred == target)[region].mean())
 
 
+def edit_accuracy(classifier, samples, edits) -> float:
+    """How often the judge reads the edited object's changed attribute as the edit's new
+    value: the object's own head in one-object scenes, the slot head of its position cell in
+    two-object scenes (the other object's attribute does not count)."""
+    pred = classifier.predict(np.asarray(samples))
+    if len(edits) != len(samples):
+        raise ValueError(f"{len(samples)} samples but {len(edits)} edits")
+    ok = []
+    for i, e in enumerate(edits):
+        values = world.ATTRIBUTE_VALUES[e["attribute"]]
+        if e["objects"] == 1:
+            ok.append(pred[e["attribute"]][i] == values.index(e["value"]))
+        else:
+            cell = world.POSITIONS.index(e["position"])
+            ok.append(pred[f"slot_{e['attribute']}"][i, cell] == values.index(e["value"]) + 1)
+    return float(np.mean(ok))
+
+
 def ti2i_scores(classifier, segmenter, samples, captions, before, after, segs,
-                changed: str = "colour") -> dict:
+                changed: str = "colour", edits=None) -> dict:
     """TI2I against the counterfactual ground truth: ``samples`` edited by the model for the
     edited ``captions``; ``before`` / ``after`` the original and counterfactual pictures,
     ``segs`` the scenes' class maps (a colour edit keeps them).
 
-    * ``changed``: how often the judge reads the changed attribute as the caption names it;
+    * ``changed``: with ``edits`` (:func:`counterfactual_pictures`), how often the judge reads
+      the edited object's attribute as the new value (:func:`edit_accuracy`); without, how
+      often it reads that attribute of every object as the caption names it;
     * ``preserved``: the same for every other attribute the caption names (mean over them);
     * ``all``: every named attribute right (Acc);
     * ``PA unchanged``: the segmenter's PA of the samples against the class maps, on the
@@ -195,7 +225,8 @@ def ti2i_scores(classifier, segmenter, samples, captions, before, after, segs,
               if a in agree and a != changed]
     region = unchanged_region(before, after)
     pred = segmenter.predict(np.asarray(samples))
-    return {"changed": agree[changed], "preserved": float(np.mean([agree[a] for a in others])),
+    hit = agree[changed] if edits is None else edit_accuracy(classifier, samples, edits)
+    return {"changed": hit, "preserved": float(np.mean([agree[a] for a in others])),
             **{f"preserved {a}": agree[a] for a in others}, "all": agree["all"],
             "PA unchanged": region_pa(pred, np.asarray(segs), region),
             "unchanged share": float(region.mean())}
@@ -243,5 +274,5 @@ def segmentation_pa(segmenter, samples, sketches) -> float:
 
 
 __all__ = ["seeded", "real_pictures", "real_segs", "counterfactual_pictures", "t2i_scores", "mean_std", "table1",
-           "t2i_claims", "unchanged_region", "region_pa", "ti2i_scores", "determined",
+           "t2i_claims", "unchanged_region", "region_pa", "edit_accuracy", "ti2i_scores", "determined",
            "diversity", "i2i_scores", "segmentation_pa", "OUR_ROWS", "TABLE1_COLUMNS"]

@@ -158,6 +158,18 @@ def test_ti2i_scores_reward_the_edit_and_the_preservation():
     bad = IT.ti2i_scores(Reader(edited), SegOracle((segs + 1) % world.N_SEG_CLASSES), after, caps,
                          before, after, segs)
     assert bad["PA unchanged"] == 0.0
+    # with the edits: only the edited object's colour counts
+    cf = IT.counterfactual_pictures("mscoco", "test", range(8), **WORLD)
+    assert np.array_equal(cf["after"], after) and cf["captions"] == caps
+    exact = IT.ti2i_scores(Reader(edited), SegOracle(segs), after, caps, before, after, segs,
+                           edits=cf["edits"])
+    assert exact["changed"] == 1.0
+    kept = IT.ti2i_scores(Reader([s.scene for s in samples]), SegOracle(segs), before, caps,
+                          before, after, segs, edits=cf["edits"])
+    assert kept["changed"] == 0.0 and kept["preserved"] == 1.0
+    assert any(e["objects"] == 2 for e in cf["edits"]) and any(e["objects"] == 1 for e in cf["edits"])
+    with pytest.raises(ValueError, match="edits"):
+        IT.edit_accuracy(Reader(edited), after, cf["edits"][:3])
     with pytest.raises(ValueError, match="motion"):
         IT.ti2i_scores(Reader(edited), SegOracle(segs), after, caps, before, after, segs,
                        changed="motion")
