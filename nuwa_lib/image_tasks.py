@@ -253,7 +253,7 @@ def i2i_scores(classifier, samples, captions, is_determined, second=None) -> dic
     """I2I completions ``samples`` of scenes with ``captions``: Acc (every attribute of the
     ground-truth caption read in the completion) where the prime shows every object and
     where it does not, and with ``second`` (a second completion of the same primes) the
-    diversity of the two in the bottom half."""
+    diversity of the two in the bottom half: over all samples, and split the same way."""
     samples = np.asarray(samples)
     ok = metrics.attribute_agreement(classifier, samples, captions, per_sample=True)["per_sample"]
     d = np.asarray(is_determined, bool)
@@ -263,7 +263,10 @@ def i2i_scores(classifier, samples, captions, is_determined, second=None) -> dic
            "determined share": float(d.mean())}
     if second is not None:
         h = samples.shape[1] // 2
-        out["diversity (bottom half)"] = diversity(samples[:, h:], np.asarray(second)[:, h:])
+        a, b = samples[:, h:], np.asarray(second)[:, h:]
+        out["diversity (bottom half)"] = diversity(a, b)
+        for name, sel in (("determined", d), ("not determined", ~d)):
+            out[f"diversity ({name})"] = diversity(a[sel], b[sel]) if sel.any() else float("nan")
     return out
 
 

@@ -194,8 +194,11 @@ def test_i2i_scores_split_by_determined_and_measure_diversity():
     assert s["Acc"] == s["Acc (determined)"] == s["Acc (not determined)"] == 1.0
     assert s["determined share"] == 0.5 and s["diversity (bottom half)"] == 0.0
     other = 255 - pics
-    assert IT.i2i_scores(Reader([x.scene for x in samples]), pics, caps, det,
-                         second=other)["diversity (bottom half)"] > 0.1
+    got = IT.i2i_scores(Reader([x.scene for x in samples]), pics, caps, det, second=other)
+    assert got["diversity (bottom half)"] > 0.1
+    assert got["diversity (bottom half)"] == pytest.approx(
+        (got["diversity (determined)"] + got["diversity (not determined)"]) / 2, rel=1e-5)
+    assert s["diversity (determined)"] == s["diversity (not determined)"] == 0.0
     assert np.isnan(IT.i2i_scores(Reader([x.scene for x in samples]), pics, caps,
                                   np.ones(6, bool))["Acc (not determined)"])
 
