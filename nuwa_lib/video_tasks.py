@@ -1,0 +1,141 @@
+"""The video tasks of Sec. 4.2-4.3 on the world: T2V (Table 2, Fig. 5), V2V (Table 3),
+S2V (Table 6), zero-shot TV2V (Fig. 12) and the multi-task ablation (Table 5).
+
+What the video notebooks (09 on) share, so no logic lives only in a notebook:
+
+* :func:`t2v_scores` -- Table 2's columns for one set of generated videos: Acc (every
+  attribute and the motion the caption names, read by the world video net), FID-img (per
+  frame, world classifier features), FID-vid (video net features), CLIPSIM;
+* :func:`side_by_side` -- our rows (mean and std over runs) beside a paper table's rows;
+* :func:`compare` / :func:`claim` -- a claim of the paper ("a beats b on column c") decided
+  from the numbers, with the spread: *holds* (the means are ordered as claimed) and *clear*
+  (the gap exceeds the sum of the two stds; single runs count as std 0);
+* :func:`heldout_share` -- how many samples of a set carry a held-out attribute x motion
+  combination (the "zeroshot" split: all of them; the training splits: none).
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from . import metrics, world
+
+T2V_COLUMNS = ("Acc", "FID-img", "FID-vid", "CLIPSIM")
+LOWER_IS_BETTER = {"Acc": False, "FID-img": True, "FID-vid": True, "CLIPSIM": False,
+                   "FVD": True, "Detected PA": False}
+
+
+def _videos(x, name) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim != 5 or x.shape[-1] != 3:
+        raise ValueError(f"{name} must be videos (N, T, H, W, 3), got shape {x.shape}")
+    return x
+
+
+def t2v_scores(samples, real, captions, video_net, classifier, clip) -> dict:
+    """Table 2's columns for generated videos ``samples`` (N, T, H, W, 3) against ``real``
+    videos: {"Acc" (percent, as the paper prints it), "FID-img", "FID-vid", "CLIPSIM"}, all
+    with world judges."""
+    samples, real = _videos(samples, "samples"), _videos(real, "real")
+    if len(captions) != len(samples):
+        raise ValueError(f"{len(samples)} samples but {len(captions)} captions")
+    return {"Acc": 100.0 * metrics.accuracy(video_net, samples, captions),
+            "FID-img": metrics.fid_img(samples, real, classifier),
+            "FID-vid": metrics.fid_vid(samples, real, video_net),
+            "CLIPSIM": metrics.clipsim(clip, samples, captions)}
+
+
+def motion_accuracy(video_net, samples, captions) -> float:
+    """How often the video net reads the motion the caption names (one-object captions by
+    the motion head, two-object ones by the presence heads), in percent."""
+    agree = metrics.attribute_agreement(video_net, _videos(samples, "samples"), captions)
+    if "motion" not in agree:
+        raise ValueError("the captions name no motion")
+    return 100.0 * agree["motion"]
+
+
+def heldout_share(role: str, split: str, indices, *, seed=0, canvas=32, frames=8) -> float:
+    """Fraction of the samples ``indices`` whose scene has a held-out attribute x motion
+    combination."""
+    return float(np.mean([world.is_heldout(world.sample(role, split, int(i), seed, canvas,
+                                                        frames).scene) for i in indices]))
+
+
+def mean_std(runs: Sequence[Mapping[str, float]], columns: Sequence[str]) -> dict:
+    """{column: (mean, std)} over runs (std with ddof=1; NaN for a single run)."""
+    if not runs:
+        raise ValueError("mean_std needs at least one run")
+    out = {}
+    for c in columns:
+        v = np.array([float(r[c]) for r in runs])
+        out[c] = (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan"))
+    return out
+
+
+def side_by_side(paper_rows: Sequence[Mapping[str, Any]], ours: Mapping[str, Sequence[Mapping]],
+                 columns: Sequence[str], extra_rows: Sequence[str] = ()):
+    """A paper table with ours beside it: the paper's rows in order; a row whose ``"ours"``
+    key names an entry of ``ours`` gets our mean (``<c>``), std (``<c> std``) and run count
+    (``seeds``) beside ``paper <c>``. ``extra_rows`` (keys of ``ours`` the paper has no row
+    for, e.g. a reference; a name, or a dict with "row" and e.g. "model", "cond") are appended
+    with NaN paper numbers."""
+    import pandas as pd
+
+    extra = [{"model": e, "row": e} if isinstance(e, str) else {"model": e["row"], **e}
+             for e in extra_rows]
+    known = {p.get("ours") for p in paper_rows} | {e["row"] for e in extra}
+    unknown = set(ours) - known
+    if unknown:
+        raise ValueError(f"unknown row(s) {sorted(unknown)}; rows: "
+                         f"{', '.join(sorted(k for k in known if k))}")
+    rows = []
+    items = [(p, p.get("ours")) for p in paper_rows]
+    items += [({k: v for k, v in e.items() if k not in columns}, e["row"]) for e in extra]
+    for p, key in items:
+        row = {"model": p["model"], **({"cond": p["cond"]} if "cond" in p else {}),
+               "row": key or "", "seeds": len(ours.get(key, ())) if key else 0}
+        agg = mean_std(ours[key], columns) if key in ours else {}
+        for c in columns:
+            m, s = agg.get(c, (float("nan"), float("nan")))
+            row[c], row[f"{c} std"] = m, s
+            v = p.get(c)
+            row[f"paper {c}"] = float("nan") if v is None else float(v)
+            if any(f"{c} std" in q for q in paper_rows):      # the paper's own ± (Table 3)
+                row[f"paper {c} std"] = float(p.get(f"{c} std", float("nan")))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _get(table, key, column):
+    r = table[table["row"] == key]
+    if r.empty:
+        raise ValueError(f"the table has no row {key!r}")
+    return float(r[column].iloc[0]), float(r[f"{column} std"].iloc[0])
+
+
+def compare(table, a: str, b: str, column: str, lower: bool | None = None) -> dict:
+    """Does row ``a`` beat row ``b`` on ``column``? {"holds", "clear", "ours", "gap"}."""
+    lower = LOWER_IS_BETTER[column] if lower is None else lower
+    (ma, sa), (mb, sb) = _get(table, a, column), _get(table, b, column)
+    gap = (mb - ma) if lower else (ma - mb)
+    spread = float(np.nan_to_num(sa) + np.nan_to_num(sb))
+    fmt = (lambda v, s: f"{v:.3f}" + ("" if np.isnan(s) else f" ± {s:.3f}"))
+    return {"holds": bool(gap > 0), "clear": bool(gap > spread), "gap": float(gap),
+            "ours": f"{fmt(ma, sa)} vs {fmt(mb, sb)}"}
+
+
+def claim(table, text: str, a: str, b: str, column: str, lower: bool | None = None) -> dict:
+    """A claim row {"claim", "column", "paper", "ours", "holds", "clear"}: row ``a`` beats
+    row ``b`` on ``column`` (the paper's numbers from the table's ``paper <column>``)."""
+    c = compare(table, a, b, column, lower)
+    pa = table.loc[table["row"] == a, f"paper {column}"].iloc[0]
+    pb = table.loc[table["row"] == b, f"paper {column}"].iloc[0]
+    word = "lower" if (LOWER_IS_BETTER[column] if lower is None else lower) else "higher"
+    return {"claim": f"{text} ({column}, {word} is better)", "column": column,
+            "paper": f"{pa:g} vs {pb:g}", "ours": c["ours"], "holds": c["holds"],
+            "clear": c["clear"]}
+
+
+def verdict(holds: bool, clear: bool) -> str:
+    return ("holds, clearly" if clear else "holds, within the spread") if holds else "does not hold"

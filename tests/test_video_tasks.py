@@ -1,0 +1,97 @@
+"""The video tasks of Sec. 4.2-4.3 (notebooks 09 on): Table 2's columns, the paper's rows
+beside ours, claims decided from the numbers, held-out combinations, with tiny judges."""
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from nuwa_lib import image_tasks as IT, judges as J, paper, video_tasks as VT, world
+
+WORLD = dict(seed=0, canvas=32, frames=4)
+
+
+class VideoReader:
+    """A video judge stub that reads the scenes it was given perfectly."""
+    video = True
+    head_names = J.VIDEO_HEADS
+
+    def __init__(self, scenes):
+        self.t = J.scene_targets(scenes, video=True)
+
+    def predict(self, pixels):
+        return {k: v for k, v in self.t.items() if k in self.head_names or k == "presence"}
+
+
+def _kinetics(split, n):
+    samples = [world.sample("kinetics", split, i, **WORLD) for i in range(n)]
+    return samples, np.stack([s.video for s in samples]), [s.caption for s in samples]
+
+
+def test_t2v_scores_give_table2_columns():
+    torch.manual_seed(0)
+    clf = J.WorldClassifier(width=4, feature_dim=6).eval().requires_grad_(False)
+    vnet = J.WorldClassifier(width=4, feature_dim=6, frames=4).eval().requires_grad_(False)
+    clip = J.TinyCLIP(width=4, embed_dim=8, text_dim=8, text_layers=1, heads=2).eval()
+    _, videos, caps = _kinetics("test", 10)
+    s = VT.t2v_scores(videos, videos, caps, vnet, clf, clip)
+    assert set(s) == set(VT.T2V_COLUMNS)
+    assert abs(s["FID-img"]) < 1e-3 and abs(s["FID-vid"]) < 1e-3
+    assert 0 <= s["Acc"] <= 100 and -1 <= s["CLIPSIM"] <= 1
+    with pytest.raises(ValueError, match="videos"):
+        VT.t2v_scores(videos[:, 0], videos, caps, vnet, clf, clip)
+    with pytest.raises(ValueError, match="captions"):
+        VT.t2v_scores(videos, videos, caps[:3], vnet, clf, clip)
+
+
+def test_motion_accuracy_reads_the_motion_the_caption_names():
+    samples, videos, caps = _kinetics("test", 12)
+    reader = VideoReader([s.scene for s in samples])
+    assert VT.motion_accuracy(reader, videos, caps) == 100.0
+    wrong = []
+    for s in samples:
+        o = s.scene.objects[0]
+        other = next(m for m in world.MOTIONS if m != o.motion)
+        scene = dataclasses.replace(s.scene, objects=(dataclasses.replace(o, motion=other),))
+        wrong.append(world.caption(scene, True))
+    assert VT.motion_accuracy(reader, videos, wrong) == 0.0
+
+
+def test_zeroshot_split_holds_only_heldout_combinations():
+    assert VT.heldout_share("kinetics", "zeroshot", range(16), **WORLD) == 1.0
+    assert VT.heldout_share("kinetics", "train", range(16), **WORLD) == 0.0
+
+
+def test_side_by_side_puts_ours_beside_the_paper_rows():
+    ours = {"scratch": [{"Acc": 50.0, "FID-img": 3.0, "FID-vid": 1.0, "CLIPSIM": 0.2},
+                        {"Acc": 60.0, "FID-img": 5.0, "FID-vid": 1.0, "CLIPSIM": 0.4}],
+            "finetune_multitask": [{"Acc": 70.0, "FID-img": 2.0, "FID-vid": 0.5, "CLIPSIM": 0.5}],
+            "ref": [{"Acc": 90.0, "FID-img": 0.1, "FID-vid": 0.1, "CLIPSIM": 0.6}]}
+    tab = VT.side_by_side(paper.TABLE2, ours, VT.T2V_COLUMNS, extra_rows=["ref"])
+    assert list(tab["model"])[:len(paper.TABLE2)] == [p["model"] for p in paper.TABLE2]
+    assert len(tab) == len(paper.TABLE2) + 1
+    r = tab[tab["row"] == "scratch"].iloc[0]
+    assert r["Acc"] == 55.0 and r["Acc std"] == pytest.approx(np.std([50, 60], ddof=1))
+    assert r["paper Acc"] == 77.4 and r["seeds"] == 2
+    assert np.isnan(tab[tab["row"] == "finetune_multitask"]["Acc std"].iloc[0])
+    assert np.isnan(tab[tab["row"] == "ref"]["paper Acc"].iloc[0])
+    assert np.isnan(tab[tab["model"] == "TFGAN (128×128)"]["Acc"].iloc[0])
+    with pytest.raises(ValueError, match="unknown row"):
+        VT.side_by_side(paper.TABLE2, {"nope": ours["ref"]}, VT.T2V_COLUMNS)
+
+
+def test_claims_follow_the_column_direction_and_the_spread():
+    ours = {"scratch": [{"Acc": 50.0, "FID-img": 3.0, "FID-vid": 1.0, "CLIPSIM": 0.2},
+                        {"Acc": 60.0, "FID-img": 5.0, "FID-vid": 1.2, "CLIPSIM": 0.4}],
+            "finetune_multitask": [{"Acc": 70.0, "FID-img": 4.5, "FID-vid": 0.5, "CLIPSIM": 0.25}]}
+    tab = VT.side_by_side(paper.TABLE2, ours, VT.T2V_COLUMNS)
+    got = {c: VT.claim(tab, "ft beats scratch", "finetune_multitask", "scratch", c)
+           for c in VT.T2V_COLUMNS}
+    assert got["Acc"]["holds"] and got["Acc"]["clear"]                 # 70 vs 55 ± 7.1
+    assert not got["FID-img"]["holds"]                                  # 4.5 vs 4.0, lower wins
+    assert got["FID-vid"]["holds"] and got["FID-vid"]["clear"]
+    assert not got["CLIPSIM"]["holds"]
+    assert got["Acc"]["paper"] == "77.9 vs 77.4"
+    assert VT.verdict(True, False) == "holds, within the spread"
+    assert VT.verdict(False, False) == "does not hold"
