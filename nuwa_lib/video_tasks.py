@@ -93,7 +93,10 @@ def side_by_side(paper_rows: Sequence[Mapping[str, Any]], ours: Mapping[str, Seq
     items = [(p, p.get("ours")) for p in paper_rows]
     items += [({k: v for k, v in e.items() if k not in columns}, e["row"]) for e in extra]
     for p, key in items:
-        row = {"model": p["model"], **({"cond": p["cond"]} if "cond" in p else {}),
+        described = {k: v for k, v in p.items()               # e.g. cond, encoder, decoder
+                     if k not in ("model", "ours", "row") and k not in columns
+                     and not k.endswith(" std")}
+        row = {"model": p["model"], **described,
                "row": key or "", "seeds": len(ours.get(key, ())) if key else 0}
         agg = mean_std(ours[key], columns) if key in ours else {}
         for c in columns:
@@ -139,3 +142,8 @@ def claim(table, text: str, a: str, b: str, column: str, lower: bool | None = No
 
 def verdict(holds: bool, clear: bool) -> str:
     return ("holds, clearly" if clear else "holds, within the spread") if holds else "does not hold"
+
+
+def fvd_of(samples, real, video_net) -> float:
+    """FVD (world video net logits) of generated videos against real ones (Table 3)."""
+    return metrics.fvd(_videos(samples, "samples"), _videos(real, "real"), video_net)

@@ -95,3 +95,25 @@ def test_claims_follow_the_column_direction_and_the_spread():
     assert got["Acc"]["paper"] == "77.9 vs 77.4"
     assert VT.verdict(True, False) == "holds, within the spread"
     assert VT.verdict(False, False) == "does not hold"
+
+
+def test_side_by_side_keeps_cond_frames_and_the_papers_spread():
+    ours = {"scratch": [{"FVD": 2.0}], "scratch, 2": [{"FVD": 1.5}]}
+    tab = VT.side_by_side(paper.TABLE3, ours, paper.TABLE3_COLUMNS,
+                          extra_rows=[{"row": "scratch, 2", "model": "ours", "cond": 2}])
+    assert list(tab["cond"]) == [1] * len(paper.TABLE3) + [2]
+    assert tab[tab["model"] == "CCVS"]["paper FVD std"].iloc[0] == 2.0
+    assert np.isnan(tab[tab["model"] == "DVD-GAN-FP"]["paper FVD std"].iloc[0])
+    last = tab.iloc[-1]
+    assert last["model"] == "ours" and last["FVD"] == 1.5 and np.isnan(last["paper FVD"])
+    c = VT.claim(tab, "2 frames help", "scratch, 2", "scratch", "FVD")
+    assert c["holds"] and c["clear"]
+
+
+def test_fvd_of_identical_sets_is_zero():
+    torch.manual_seed(0)
+    vnet = J.WorldClassifier(width=4, feature_dim=6, frames=4).eval().requires_grad_(False)
+    _, videos, _ = _kinetics("test", 10)
+    assert abs(VT.fvd_of(videos, videos, vnet)) < 1e-3
+    with pytest.raises(ValueError, match="videos"):
+        VT.fvd_of(videos[:, 0], videos, vnet)
