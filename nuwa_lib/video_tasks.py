@@ -147,3 +147,27 @@ def verdict(holds: bool, clear: bool) -> str:
 def fvd_of(samples, real, video_net) -> float:
     """FVD (world video net logits) of generated videos against real ones (Table 3)."""
     return metrics.fvd(_videos(samples, "samples"), _videos(real, "real"), video_net)
+
+
+# --------------------------------------------------------------------------- S2V (Table 6)
+S2V_ROWS = ("full-full", "nearby-full", "full-nearby", "axial-axial", "nearby-nearby")
+
+
+def attention_pair(row: str) -> tuple:
+    """"nearby-full" -> ("nearby", "full"): the encoder's and the decoder's attention."""
+    parts = tuple(row.split("-"))
+    if row not in S2V_ROWS:
+        raise ValueError(f"unknown Table 6 row {row!r}; rows: {', '.join(S2V_ROWS)}")
+    return parts
+
+
+def s2v_claims(table) -> list:
+    """Table 6's claims decided from our numbers, on FID-vid and on Detected PA:
+    nearby-nearby beats every other row; replacing either side by full attention hurts
+    (nearby-nearby beats nearby-full and full-nearby); nearby beats axial."""
+    out = []
+    for column in ("FID-vid", "Detected PA"):
+        for other in S2V_ROWS[:-1]:
+            out.append(claim(table, f"nearby-nearby beats {other} on S2V", "nearby-nearby",
+                             other, column))
+    return out

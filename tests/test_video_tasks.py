@@ -117,3 +117,17 @@ def test_fvd_of_identical_sets_is_zero():
     assert abs(VT.fvd_of(videos, videos, vnet)) < 1e-3
     with pytest.raises(ValueError, match="videos"):
         VT.fvd_of(videos[:, 0], videos, vnet)
+
+
+def test_s2v_claims_compare_nearby_nearby_with_every_other_row():
+    runs = lambda f, p: [{"FID-vid": f + d, "Detected PA": p - d / 10} for d in (0.0, 0.2, 0.4)]
+    ours = {r: runs(2.0 if r == "nearby-nearby" else 3.0, 0.6 if r == "nearby-nearby" else 0.5)
+            for r in VT.S2V_ROWS}
+    tab = VT.side_by_side(paper.TABLE6, ours, paper.TABLE6_COLUMNS)
+    assert list(tab["encoder"]) == [VT.attention_pair(r)[0] for r in VT.S2V_ROWS]
+    assert (tab["seeds"] == 3).all()
+    claims = VT.s2v_claims(tab)
+    assert len(claims) == 8 and all(c["holds"] for c in claims)
+    assert all(c["clear"] for c in claims if c["column"] == "FID-vid")      # 1.0 gap > 0.4 spread
+    with pytest.raises(ValueError, match="unknown Table 6 row"):
+        VT.attention_pair("nearby-axial")
