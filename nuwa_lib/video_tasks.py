@@ -15,6 +15,7 @@ What the video notebooks (09 on) share, so no logic lives only in a notebook:
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -171,3 +172,120 @@ def s2v_claims(table) -> list:
             out.append(claim(table, f"nearby-nearby beats {other} on S2V", "nearby-nearby",
                              other, column))
     return out
+
+
+# --------------------------------------------------------------------------- TV2V (Fig. 12)
+TV2V_OTHERS = ("background", "shape", "colour", "size", "position")
+
+
+def new_motion_scene(scene, motion):
+    """The scene whose first object moves ``motion`` from the start: what the video net
+    (trained on constant motions) should read in a TV2V ground truth that changes the motion
+    from frame 1 on (frame 0 is the same in both)."""
+    o = scene.objects[0]
+    return replace(scene, objects=(replace(o, motion=motion, motion_change=None),)
+                   + tuple(scene.objects[1:]))
+
+
+def tv2v_ground_truth(role: str, split: str, indices, *, seed=0, canvas=32, frames=8) -> dict:
+    """TV2V's ground truth for samples ``indices`` (the edit :func:`nuwa_lib.tasks.counterfactual`
+    makes: the first object moves "up", or "down" if it already moves up, from frame 1 on):
+    {"captions": the edited captions the encoder reads ("... then moves up ..."),
+    "judge_captions": the same scenes with the new motion from the start (what the video net
+    reads), "original_captions", "motions": (old, new) per sample, "before": the original
+    videos, "after": the counterfactual videos}."""
+    from . import tasks as T
+
+    samples = [world.sample(role, split, int(i), seed, canvas, frames) for i in indices]
+    out = {"captions": [], "judge_captions": [], "original_captions": [], "motions": [],
+           "before": [], "after": []}
+    for s in samples:
+        cf = T.counterfactual("TV2V", s, frames)
+        old = s.scene.objects[0].motion
+        new = "up" if old != "up" else "down"
+        if world.caption(world.change_motion(s.scene, new, after_frame=1), True) != cf["caption"]:
+            raise AssertionError("tv2v_ground_truth disagrees with tasks.counterfactual")
+        out["captions"].append(cf["caption"])
+        out["judge_captions"].append(world.caption(new_motion_scene(s.scene, new), True))
+        out["original_captions"].append(world.caption(s.scene, True))
+        out["motions"].append((old, new))
+        out["before"].append(s.video)
+        out["after"].append(cf["picture"])
+    out["before"], out["after"] = np.stack(out["before"]), np.stack(out["after"])
+    return out
+
+
+def tv2v_scores(video_net, samples, judge_captions, original_captions) -> dict:
+    """TV2V against the counterfactual ground truth (the first object follows a new motion
+    from frame 1 on; ``judge_captions`` name it as the motion, see :func:`tv2v_ground_truth`),
+    in percent:
+
+    * ``motion``: the video net reads the edited object's new motion (its motion head in
+      one-object videos, the presence of that motion in two-object ones);
+    * ``old motion``: it reads the motion the *original* caption names (the future was not
+      changed; one-object captions only, where a reading is a single motion);
+    * ``preserved``: mean agreement of the other attributes the captions name
+      (background, shape, colour, size, position), and each of them;
+    * ``all``: every named attribute, the new motion included."""
+    samples = _videos(samples, "samples")
+    if not (len(samples) == len(judge_captions) == len(original_captions)):
+        raise ValueError(f"{len(samples)} samples, {len(judge_captions)} edited and "
+                         f"{len(original_captions)} original captions")
+    from .judges import VIDEO_PRESENCE
+
+    new = metrics.attribute_agreement(video_net, samples, judge_captions)
+    others = [a for a in TV2V_OTHERS if a in new]
+    read = video_net.predict(samples)
+    bit = {k: i for i, k in enumerate(VIDEO_PRESENCE)}
+
+    def shows(i, objs, motion):         # the edited (first) object's motion, as the judge reads it
+        if len(objs) == 1:
+            return read["motion"][i] == world.MOTIONS.index(motion)
+        return read["presence"][i, bit[("motion", motion)]] > 0.5
+
+    edited = [world.parse_caption(c)["objects"] for c in judge_captions]
+    parsed = [world.parse_caption(c)["objects"] for c in original_captions]
+    hit = [shows(i, objs, objs[0]["motion"]) for i, objs in enumerate(edited)]
+    single = [i for i, objs in enumerate(parsed) if len(objs) == 1]
+    old = float("nan")
+    if single:
+        old = 100.0 * float(np.mean([shows(i, parsed[i], parsed[i][0]["motion"]) for i in single]))
+    return {"motion": 100.0 * float(np.mean(hit)), "old motion": old,
+            "preserved": 100.0 * float(np.mean([new[a] for a in others])),
+            **{f"preserved {a}": 100.0 * new[a] for a in others}, "all": 100.0 * new["all"]}
+
+
+def motion_edits(scene, frames: int = 8, after_frame: int = 1) -> list:
+    """Fig. 12's texts for one source scene: for every motion other than the first object's,
+    {"motion", "caption", "video"}: the caption and the counterfactual video in which the
+    object moves that way from ``after_frame`` on."""
+    out = []
+    for m in world.MOTIONS:
+        if m == scene.objects[0].motion:
+            continue
+        changed = world.change_motion(scene, m, after_frame=after_frame)
+        video, _ = world.render_video(changed, frames=frames)
+        out.append({"motion": m, "caption": world.caption(changed, video=True), "video": video})
+    return out
+
+
+def manipulate(model, tokenizers, video, captions, *, frames: int = 1, temperature=1.0,
+               top_k=None, seed: int = 0) -> np.ndarray:
+    """TV2V with free texts: the first ``frames`` frames of one source ``video`` (T, H, W, 3)
+    prime the decoder, each caption of ``captions`` goes to the encoder; returns uint8
+    (len(captions), T, H, W, 3)."""
+    import torch
+
+    from . import sampling, tasks, vqgan
+    from .datasets import trim_text
+    from .model import Condition
+
+    video = _videos(np.asarray(video)[None], "video")
+    given = vqgan.encode(tokenizers.visual, video).expand(len(captions), -1, -1, -1)
+    ids, keep = tokenizers.text.encode(list(captions))
+    cond = Condition.from_text(*trim_text(ids.long(), keep))
+    mask = tasks.prime_mask("TV2V", tuple(given.shape[1:]), frames=frames)
+    gen = torch.Generator().manual_seed(int(seed))
+    tokens = sampling.sample(model, cond, tuple(given.shape[1:]), temperature=temperature,
+                             top_k=top_k, prime=given, prime_mask=mask, generator=gen)
+    return vqgan.decode(tokenizers.visual, tokens)

@@ -131,3 +131,65 @@ def test_s2v_claims_compare_nearby_nearby_with_every_other_row():
     assert all(c["clear"] for c in claims if c["column"] == "FID-vid")      # 1.0 gap > 0.4 spread
     with pytest.raises(ValueError, match="unknown Table 6 row"):
         VT.attention_pair("nearby-axial")
+
+
+# --------------------------------------------------------------------------- TV2V
+from nuwa_lib import datasets as D, tasks as T, text, vqgan as V  # noqa: E402
+from nuwa_lib.model import Nuwa, NuwaConfig  # noqa: E402
+
+TEXT = text.TextConfig(vocab_size=512, length=32, captions_per_role=32, train_size=64)
+
+
+@pytest.fixture(scope="module")
+def toks():
+    torch.manual_seed(0)
+    vq = V.VQModel(V.VQConfig(kind="vqgan", codebook=16, code_dim=8, width=4)).eval()
+    return D.Tokenizers(text.TextTokenizer(text.train_bpe(TEXT), TEXT), vq)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return Nuwa(NuwaConfig(dim=16, heads=2, encoder_layers=1, decoder_layers=1, text_vocab=512,
+                           text_length=32, codebook_size=16, sketch_codebook_size=16,
+                           target_tokens=(4, 8, 8), sketch_tokens=(4, 8, 8),
+                           image_extent=(1, 1, 1), video_extent=(1, 1, 1))).eval()
+
+
+def test_tv2v_scores_reward_the_new_motion_and_the_kept_attributes():
+    idx = range(12)
+    gt = VT.tv2v_ground_truth("msrvtt", "test", idx, **WORLD)
+    samples = [world.sample("msrvtt", "test", i, **WORLD) for i in idx]
+    assert gt["captions"] == [T.counterfactual("TV2V", s, 4)["caption"] for s in samples]
+    assert all(" then " in c for c in gt["captions"])
+    assert all(" then " not in c for c in gt["judge_captions"])
+    judged = [VT.new_motion_scene(s.scene, new) for s, (_, new) in zip(samples, gt["motions"])]
+    args = (gt["after"], gt["judge_captions"], gt["original_captions"])
+    good = VT.tv2v_scores(VideoReader(judged), *args)
+    assert good["motion"] == 100.0 and good["preserved"] == 100.0 and good["all"] == 100.0
+    assert good["old motion"] == 0.0
+    copied = VT.tv2v_scores(VideoReader([s.scene for s in samples]), *args)
+    assert copied["old motion"] == 100.0 and copied["preserved"] == 100.0
+    assert copied["motion"] < 100.0
+    with pytest.raises(ValueError, match="captions"):
+        VT.tv2v_scores(VideoReader(judged), gt["after"], gt["judge_captions"][:2],
+                       gt["original_captions"])
+
+
+def test_motion_edits_give_every_other_motion_from_frame_one():
+    s = world.sample("msrvtt", "test", 0, **WORLD)
+    edits = VT.motion_edits(s.scene, frames=4)
+    assert [e["motion"] for e in edits] == [m for m in world.MOTIONS if m != s.scene.objects[0].motion]
+    for e in edits:
+        assert (e["video"][0] == s.video[0]).all() and e["caption"] != s.caption
+
+
+def test_manipulate_keeps_the_given_first_frame(toks, model):
+    s = world.sample("msrvtt", "test", 0, **WORLD)
+    caps = [e["caption"] for e in VT.motion_edits(s.scene, frames=4)[:2]]
+    out = VT.manipulate(model, toks, s.video, caps, top_k=4, seed=0)
+    assert out.shape == (2,) + s.video.shape
+    first = V.decode(toks.visual, V.encode(toks.visual, s.video[None]))[:, 0]
+    assert (out[:, 0] == first).all()
+    again = VT.manipulate(model, toks, s.video, caps, top_k=4, seed=0)
+    assert (again == out).all()
