@@ -289,3 +289,27 @@ def manipulate(model, tokenizers, video, captions, *, frames: int = 1, temperatu
     tokens = sampling.sample(model, cond, tuple(given.shape[1:]), temperature=temperature,
                              top_k=top_k, prime=given, prime_mask=mask, generator=gen)
     return vqgan.decode(tokenizers.visual, tokens)
+
+
+# --------------------------------------------------------------------------- Table 5
+TABLE5_ROWS = ("T2V", "T2V+T2I", "T2V+V2V", "T2V+T2I+V2V")
+
+
+def pretraining_tasks(row: str) -> tuple:
+    """"T2V+T2I" -> ("T2V", "T2I"): the tasks a Table 5 row pretrains on."""
+    if row not in TABLE5_ROWS:
+        raise ValueError(f"unknown Table 5 row {row!r}; rows: {', '.join(TABLE5_ROWS)}")
+    return tuple(row.split("+"))
+
+
+def t5_claims(table) -> list:
+    """Table 5's claims decided from our numbers (Sec. 4.3): T2I helps CLIPSIM (T2V+T2I beats
+    T2V), V2V helps the visual quality (T2V+V2V beats T2V on FID-vid), and all three tasks
+    beat every other row on FID-vid and on CLIPSIM."""
+    out = [claim(table, "adding T2I to T2V pretraining helps T2V", "T2V+T2I", "T2V", "CLIPSIM"),
+           claim(table, "adding V2V to T2V pretraining helps T2V", "T2V+V2V", "T2V", "FID-vid")]
+    for column in ("FID-vid", "CLIPSIM"):
+        for other in TABLE5_ROWS[:-1]:
+            out.append(claim(table, f"pretraining on all three tasks beats {other}",
+                             "T2V+T2I+V2V", other, column))
+    return out

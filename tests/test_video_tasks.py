@@ -193,3 +193,18 @@ def test_manipulate_keeps_the_given_first_frame(toks, model):
     assert (out[:, 0] == first).all()
     again = VT.manipulate(model, toks, s.video, caps, top_k=4, seed=0)
     assert (again == out).all()
+
+
+def test_t5_claims_follow_the_papers_reading_of_table5():
+    base = {"T2V": (3.0, 0.20), "T2V+T2I": (3.1, 0.25), "T2V+V2V": (2.5, 0.21),
+            "T2V+T2I+V2V": (2.0, 0.30)}
+    ours = {r: [{"FID-vid": f + d, "CLIPSIM": c + d / 100} for d in (0.0, 0.1, 0.2)]
+            for r, (f, c) in base.items()}
+    tab = VT.side_by_side(paper.TABLE5, ours, paper.TABLE5_COLUMNS)
+    assert list(tab["pretrained"]) == list(VT.TABLE5_ROWS)
+    claims = VT.t5_claims(tab)
+    assert len(claims) == 8 and all(c["holds"] for c in claims)
+    assert claims[0]["paper"] == "0.2379 vs 0.2314"
+    assert VT.pretraining_tasks("T2V+V2V") == ("T2V", "V2V")
+    with pytest.raises(ValueError, match="unknown Table 5 row"):
+        VT.pretraining_tasks("T2I")
