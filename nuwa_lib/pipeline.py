@@ -148,6 +148,7 @@ def run(profile: str, only: Sequence[str] | None = None, start: str | None = Non
             t0 = time.perf_counter()
             done.append(execute_notebook(nb, profile, params, out_root, out, kernel))
             seconds[nb] = time.perf_counter() - t0
+            _record_runtimes(out_root, profile, {nb: seconds[nb]})   # the summary reads them
     finally:
         bar.close()
         if seconds:

@@ -1,0 +1,147 @@
+"""The summary notebook's logic: every table the notebooks wrote beside the paper's numbers,
+every claim's verdict with its spread, and the pipeline's recorded run times.
+
+It reads only what the notebooks wrote into ``<results>/<profile>/`` (tables CSV,
+``metrics/runtimes.json``): the summary never recomputes a number.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+# (label, table, notebook): the paper's tables in the order the paper prints them.
+PAPER_TABLES = (
+    ("Table 1 · T2I (MSCOCO's role)", "tab1_t2i", "05_t2i"),
+    ("Table 2 · T2V (Kinetics' role)", "tab2_t2v", "09_t2v"),
+    ("Table 3 · V2V (BAIR's role)", "tab3_v2v", "10_v2v"),
+    ("Table 4 · VQ-GAN", "tab4_vqgan", "02_vqgan"),
+    ("Table 5 · multi-task pretraining for T2V (MSR-VTT's role)", "tab5_multitask", "13_multitask"),
+    ("Table 6 · attention for S2V (VSPW's role)", "tab6_s2v", "11_s2v"),
+)
+# Tasks the paper shows only as figures: our tables have no paper column.
+FIGURE_TABLES = (
+    ("Fig. 6 · S2I", "s2i", "06_s2i"),
+    ("Fig. 7 · I2I, zero-shot", "i2i", "07_i2i"),
+    ("Fig. 8 · TI2I, zero-shot", "ti2i", "08_ti2i"),
+    ("Fig. 12 · TV2V, zero-shot", "tv2v", "12_tv2v"),
+)
+CLAIM_TABLES = (
+    ("Table 1", "tab1_t2i_claims"), ("Table 2", "tab2_t2v_claims"), ("Table 3", "tab3_v2v_claims"),
+    ("Table 4", "tab4_claims"), ("Table 5", "tab5_multitask_claims"),
+    ("Table 6", "tab6_s2v_claims"), ("Fig. 12", "tv2v_claims"),
+)
+BUDGET_SECONDS = {"smoke": 600, "mini": 5400}      # DESIGN §3, whole pipeline on 2 CPU cores
+
+
+def load_table(root, name):
+    """The table ``name`` of a results folder (``<root>/tables/<name>.csv``), or None."""
+    import pandas as pd
+
+    path = Path(root) / "tables" / f"{name}.csv"
+    return pd.read_csv(path) if path.exists() else None
+
+
+def _paper_column(df, c):
+    for p in (f"paper {c}", f"paper: {c}"):
+        if p in df.columns:
+            return p
+    return None
+
+
+def _label(r) -> str:
+    for k in ("row", "name", "model"):
+        v = r.get(k)
+        if isinstance(v, str) and v:
+            model = r.get("model")
+            if k != "model" and isinstance(model, str) and model and model != v:
+                return f"{model} [{v}]"
+            return v
+    return ""
+
+
+def _fmt(v, s=np.nan) -> str:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return "—"
+    if isinstance(v, str):
+        return v
+    d = 4 if abs(v) < 1 else (3 if abs(v) < 10 else 2)
+    return f"{v:.{d}f}" + ("" if s is None or np.isnan(s) else f" ± {s:.{d}f}")
+
+
+def side_by_side_view(df):
+    """A printable view of one table: a row label, and for each measured column that has
+    the paper's number beside it, ours (mean ± std where several runs) and the paper's.
+    Rows with neither ours nor the paper's numbers are dropped."""
+    import pandas as pd
+
+    cols = [c for c in df.columns if _paper_column(df, c) and not c.startswith("paper")
+            and not c.endswith(" std") and df[c].dtype.kind in "fi"]
+    rows = []
+    for _, r in df.iterrows():
+        row = {"row": _label(r)}
+        seen = False
+        for c in cols:
+            m = r[c]
+            s = r.get(f"{c} std", np.nan)
+            p = r[_paper_column(df, c)]
+            row[c] = _fmt(float(m), float(s) if not isinstance(s, str) else np.nan)
+            row[f"paper {c}"] = _fmt(float(p) if not isinstance(p, str) else np.nan)
+            seen = seen or row[c] != "—" or row[f"paper {c}"] != "—"
+        if seen:
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def plain_view(df, max_cols: int = 8):
+    """A printable view of a table without paper numbers: label and its first numeric
+    columns (std columns folded into ±)."""
+    import pandas as pd
+
+    num = [c for c in df.columns if df[c].dtype.kind in "fi" and not c.endswith(" std")
+           and c not in ("seeds", "runs", "n")][:max_cols]
+    return pd.DataFrame([{"row": _label(r) or str(r.iloc[0]),
+                          **{c: _fmt(float(r[c]), float(r.get(f"{c} std", np.nan))) for c in num}}
+                         for _, r in df.iterrows()])
+
+
+def gather_claims(root):
+    """Every claim table of the results folder as one DataFrame: source, claim, ours,
+    paper, holds, clear (NaN where the table decides no spread) and the verdict."""
+    import pandas as pd
+
+    rows = []
+    for source, name in CLAIM_TABLES:
+        df = load_table(root, name)
+        if df is None:
+            continue
+        for _, r in df.iterrows():
+            holds = bool(r["holds"])
+            clear = r.get("clear", np.nan)
+            clear = np.nan if clear is None or (isinstance(clear, float) and np.isnan(clear)) else bool(clear)
+            if isinstance(clear, float):
+                verdict = "holds (no spread measured)" if holds else "does not hold"
+            else:
+                verdict = ("holds, clearly" if clear else "holds, within the spread") if holds \
+                    else "does not hold"
+            rows.append({"source": source, "claim": r["claim"],
+                         "ours": r.get("ours", r.get("evidence", "")),
+                         "paper": r["paper"] if isinstance(r.get("paper"), str) else "—",
+                         "holds": holds, "clear": clear,
+                         "verdict": verdict})
+    return pd.DataFrame(rows, columns=["source", "claim", "ours", "paper", "holds", "clear",
+                                       "verdict"])
+
+
+def runtimes(root, profile: str | None = None):
+    """The pipeline's recorded run time per notebook (``metrics/runtimes.json``) as a
+    DataFrame (notebook, seconds), with the profile's budget; None when nothing is recorded."""
+    import pandas as pd
+
+    path = Path(root) / "metrics" / "runtimes.json"
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    return pd.DataFrame([{"notebook": k, "seconds": float(v)}
+                         for k, v in sorted(data.get("metrics", {}).items())])

@@ -1,0 +1,52 @@
+"""The summary notebook's library: tables beside the paper's numbers, claims gathered with
+their verdicts, run times, all read from a results folder."""
+import json
+
+import numpy as np
+import pandas as pd
+
+from nuwa_lib import paper, summary as SM, video_tasks as VT
+
+
+def _write(root, name, df):
+    (root / "tables").mkdir(parents=True, exist_ok=True)
+    df.to_csv(root / "tables" / f"{name}.csv", index=False)
+
+
+def test_side_by_side_view_shows_ours_and_the_papers_numbers(tmp_path):
+    ours = {"scratch": [{"FVD": 2.0}, {"FVD": 3.0}], "finetune_multitask": [{"FVD": 1.5}]}
+    _write(tmp_path, "tab3_v2v", VT.side_by_side(paper.TABLE3, ours, paper.TABLE3_COLUMNS))
+    view = SM.side_by_side_view(SM.load_table(tmp_path, "tab3_v2v"))
+    assert list(view.columns) == ["row", "FVD", "paper FVD"]
+    r = view[view["row"] == "NÜWA (scratch) [scratch]"].iloc[0]
+    assert r["FVD"] == "2.500 ± 0.707" and r["paper FVD"] == "87.60"
+    assert view[view["row"] == "CCVS"]["FVD"].iloc[0] == "—"
+    assert SM.load_table(tmp_path, "nope") is None
+
+
+def test_claims_are_gathered_with_verdicts(tmp_path):
+    _write(tmp_path, "tab2_t2v_claims", pd.DataFrame(
+        [{"claim": "a", "column": "Acc", "paper": "1 vs 0", "ours": "2 vs 1", "holds": True, "clear": False},
+         {"claim": "b", "column": "Acc", "paper": "1 vs 0", "ours": "0 vs 1", "holds": False, "clear": False}]))
+    _write(tmp_path, "tab4_claims", pd.DataFrame([{"claim": "c", "evidence": "FID 1 vs 2", "holds": True}]))
+    c = SM.gather_claims(tmp_path)
+    assert list(c["source"]) == ["Table 2", "Table 2", "Table 4"]
+    assert list(c["verdict"]) == ["holds, within the spread", "does not hold",
+                                  "holds (no spread measured)"]
+    assert c["ours"].iloc[2] == "FID 1 vs 2"
+    assert SM.gather_claims(tmp_path / "empty").empty
+
+
+def test_runtimes_read_the_pipeline_record(tmp_path):
+    assert SM.runtimes(tmp_path) is None
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "runtimes.json").write_text(json.dumps(
+        {"metrics": {"01_b": 2.5, "00_a": 1.0}, "unit": "s"}))
+    t = SM.runtimes(tmp_path)
+    assert list(t["notebook"]) == ["00_a", "01_b"] and t["seconds"].sum() == 3.5
+
+
+def test_plain_view_folds_std_into_the_value():
+    df = pd.DataFrame([{"row": "x", "runs": 3, "motion": 50.0, "motion std": 5.0, "all": 10.0, "all std": np.nan}])
+    v = SM.plain_view(df)
+    assert list(v.columns) == ["row", "motion", "all"] and v["motion"].iloc[0] == "50.00 ± 5.00"
