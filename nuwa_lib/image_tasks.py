@@ -126,10 +126,11 @@ def table1(ours: Mapping[str, Sequence[Mapping[str, float]]], columns=TABLE1_COL
     return pd.DataFrame(rows)
 
 
-def _get(table, key, column):
+def _get(table, key, column, what="Table 1"):
+    """(our mean, our std) of ``column`` in the row ``key`` of a side-by-side table."""
     r = table[table["row"] == key]
     if r.empty:
-        raise ValueError(f"Table 1 has no row {key!r}")
+        raise ValueError(f"{what} has no row {key!r}")
     return float(r[column].iloc[0]), float(r[f"{column} std"].iloc[0])
 
 

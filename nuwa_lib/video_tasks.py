@@ -20,7 +20,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from . import metrics, world
+from . import image_tasks, metrics, world
+from .image_tasks import mean_std
 
 T2V_COLUMNS = ("Acc", "FID-img", "FID-vid", "CLIPSIM")
 LOWER_IS_BETTER = {"Acc": False, "FID-img": True, "FID-vid": True, "CLIPSIM": False,
@@ -63,17 +64,6 @@ def heldout_share(role: str, split: str, indices, *, seed=0, canvas=32, frames=8
                                                         frames).scene) for i in indices]))
 
 
-def mean_std(runs: Sequence[Mapping[str, float]], columns: Sequence[str]) -> dict:
-    """{column: (mean, std)} over runs (std with ddof=1; NaN for a single run)."""
-    if not runs:
-        raise ValueError("mean_std needs at least one run")
-    out = {}
-    for c in columns:
-        v = np.array([float(r[c]) for r in runs])
-        out[c] = (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan"))
-    return out
-
-
 def side_by_side(paper_rows: Sequence[Mapping[str, Any]], ours: Mapping[str, Sequence[Mapping]],
                  columns: Sequence[str], extra_rows: Sequence[str] = ()):
     """A paper table with ours beside it: the paper's rows in order; a row whose ``"ours"``
@@ -112,10 +102,7 @@ def side_by_side(paper_rows: Sequence[Mapping[str, Any]], ours: Mapping[str, Seq
 
 
 def _get(table, key, column):
-    r = table[table["row"] == key]
-    if r.empty:
-        raise ValueError(f"the table has no row {key!r}")
-    return float(r[column].iloc[0]), float(r[f"{column} std"].iloc[0])
+    return image_tasks._get(table, key, column, what="the table")
 
 
 def compare(table, a: str, b: str, column: str, lower: bool | None = None) -> dict:

@@ -4,27 +4,16 @@ import numpy as np
 import pytest
 import torch
 
-from nuwa_lib import datasets as D, generate as G, judges as J, text, vqgan as V
-from nuwa_lib.model import Nuwa, NuwaConfig
-
-WORLD = dict(seed=0, canvas=32, frames=4)
-TEXT = text.TextConfig(vocab_size=512, length=32, captions_per_role=32, train_size=64)
-
-
+from nuwa_lib import datasets as D, generate as G, judges as J
+from task_helpers import WORLD, tiny_model, tiny_tokenizers
 @pytest.fixture(scope="module")
 def toks():
-    torch.manual_seed(0)
-    vq = V.VQModel(V.VQConfig(kind="vqgan", codebook=16, code_dim=8, width=4)).eval()
-    return D.Tokenizers(text.TextTokenizer(text.train_bpe(TEXT), TEXT), vq)
+    return tiny_tokenizers()
 
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    return Nuwa(NuwaConfig(dim=16, heads=2, encoder_layers=1, decoder_layers=1, text_vocab=512,
-                           text_length=32, codebook_size=16, sketch_codebook_size=16,
-                           target_tokens=(4, 8, 8), sketch_tokens=(4, 8, 8),
-                           image_extent=(1, 1, 1), video_extent=(1, 1, 1))).eval()
+    return tiny_model()
 
 
 def test_text_to_image_gives_pixels_and_is_seeded(toks, model):
