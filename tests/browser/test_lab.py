@@ -54,6 +54,7 @@ expect = sync_api.expect
 # Generous but bounded: the machine is slow and shared.
 SERVER_START_S = 180      # JupyterLab answering /api/status
 PAGE_S = 120              # the Lab UI loaded, a notebook opened, the kernel idle
+START_S = 60              # Run All Cells shows a queued or finished cell
 RUN_ALL_S = 600           # every cell of 03_3dna under its default profile (about 15 s alone)
 WIDGET_S = 90             # the explorer redrawn after a control change
 
@@ -214,18 +215,49 @@ def _prompts(page) -> list[str]:
     return [(m.group(1) or "") if (m := PROMPT.search(t)) else "" for t in texts]
 
 
+def _start_run_all(page) -> bool:
+    """Make the notebook the active widget, then Run > Run All Cells once the menu item is
+    enabled; True when a cell prompt shows that something was queued or ran. (JupyterLab
+    disables the item while another widget is current, and a click then does nothing.)"""
+    page.locator(".jp-Notebook .jp-CodeCell .jp-InputArea-editor").first.click()
+    page.keyboard.press("Escape")                       # command mode, the cell selected
+    page.locator(".lm-MenuBar-item", has_text=re.compile(r"^Run$")).click()
+    label = page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$"))
+    item = page.locator(".lm-Menu .lm-Menu-item", has=label)
+    expect(item).not_to_have_class(re.compile(r"lm-mod-disabled"), timeout=PAGE_S * 1000)
+    item.click()
+    deadline = time.monotonic() + START_S
+    while time.monotonic() < deadline:
+        if any(_prompts(page)):
+            return True
+        time.sleep(0.5)
+    return False
+
+
 def _run_all_cells(page) -> None:
     n_cells = page.locator(".jp-Notebook .jp-CodeCell").count()
     assert n_cells > 0
-    page.locator(".lm-MenuBar-item", has_text=re.compile(r"^Run$")).click()
-    label = page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$"))
-    page.locator(".lm-Menu .lm-Menu-item", has=label).click()
+    # the kernel has started and is idle: cells sent earlier could be dropped on a slow machine
+    idle = page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]')
+    try:
+        expect(idle).to_have_count(1, timeout=PAGE_S * 1000)
+    except AssertionError:
+        page.screenshot(path=SHOTS / "kernel_not_idle.png")
+        raise AssertionError(f"the kernel of {NOTEBOOK} was not idle within {PAGE_S} s; dialogs "
+                             f"{page.locator('.jp-Dialog').all_inner_texts()}") from None
+    for attempt in range(3):
+        if _start_run_all(page):
+            break
+        page.keyboard.press("Escape")                   # close the menu if it is still open
+    else:
+        page.screenshot(path=SHOTS / "run_all_failed.png")
+        dialogs = page.locator(".jp-Dialog").all_inner_texts()
+        pytest.fail(f"Run All Cells did not start any cell of {NOTEBOOK} in 3 tries "
+                    f"({START_S} s each); prompts {_prompts(page)}; dialogs {dialogs}")
     deadline = time.monotonic() + RUN_ALL_S
-    started = False
     while time.monotonic() < deadline:
         prompts = _prompts(page)
-        started = started or any(prompts)
-        if started and "*" not in prompts:
+        if "*" not in prompts:
             break
         time.sleep(1)
     else:
