@@ -655,6 +655,95 @@ def get_pretrained(cfg: Mapping[str, Any], tasks=T.PRETRAIN_TASKS, *, profile: s
     return model, {**info, "history": tr.history, "path": str(p.path), "source": "trained"}
 
 
+@dataclass(eq=False)
+class Run:
+    """One :func:`get_pretrained` call as data, for :func:`get_many`: the profile ``cfg``
+    (e.g. :func:`nuwa_lib.image_tasks.seeded` for a repeat), the tasks, and the same
+    ``roles`` / ``model_overrides`` / ``train_overrides``; ``init`` is another Run whose model
+    this one starts from (fine-tuning), trained first when missing."""
+    cfg: Mapping[str, Any]
+    tasks: tuple = T.PRETRAIN_TASKS
+    roles: Optional[Mapping[str, str]] = None
+    model_overrides: Optional[Mapping] = None
+    train_overrides: Optional[Mapping] = None
+    init: Optional["Run"] = None
+
+    def chain(self) -> list:
+        """[the first run, ..., self]: the runs whose weights lead to this one."""
+        return (self.init.chain() if self.init is not None else []) + [self]
+
+    def kwargs(self) -> dict:
+        return {"tasks": self.tasks, "roles": self.roles, "model_overrides": self.model_overrides,
+                "train_overrides": self.train_overrides}
+
+
+def _train_chain(chain: Sequence[Run], threads: int, tokenizers: Tokenizers | None) -> None:
+    """In a worker process: every run of ``chain`` in order, each from the previous one's
+    weights (all but the last are cached by then). The cache is the result."""
+    torch.set_num_threads(threads)
+    init = None
+    for r in chain:
+        init = get_pretrained(r.cfg, init=init, tokenizers=tokenizers, progress=False,
+                              **r.kwargs())
+
+
+def get_many(runs: Mapping[Any, Run], *, workers: int = 1, tokenizers: Tokenizers | None = None,
+             progress=True) -> dict:
+    """{key: (Nuwa, info)} for a dict of :class:`Run`: what ``get_pretrained`` would return
+    for each, with the missing runs trained ``workers`` at a time in separate processes
+    ("spawn"; each with this process's torch thread count). Runs are trained level by level
+    along their ``init`` chains, so a shared starting model is trained once. A run is a pure
+    function of its config, so the models do not depend on ``workers``: only the wall time
+    does. ``tokenizers`` (default: the profile's, loaded where needed) go to the workers too."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    import multiprocessing
+
+    from tqdm.auto import tqdm
+
+    from .judges import show_progress
+
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    for key, r in runs.items():
+        if not isinstance(r, Run):
+            raise TypeError(f"run {key!r} must be a train.Run, got {type(r).__name__}")
+    chains = {key: r.chain() for key, r in runs.items()}
+    threads = torch.get_num_threads()
+    got: dict[int, tuple] = {}                       # id(Run) -> (model, info)
+    trained: set = set()                              # hashes trained in workers
+
+    def init_of(chain, d):
+        return got[id(chain[d - 1])] if d else None
+
+    for d in range(max((len(c) for c in chains.values()), default=0)):
+        level = {k: c for k, c in chains.items() if len(c) > d}
+        missing = {}                                  # run hash -> the chain up to it
+        for c in level.values():
+            r = c[d]
+            p = plan(r.cfg, init=init_of(c, d), tokenizers=tokenizers, progress=False, **r.kwargs())
+            if not p.path.exists():
+                missing.setdefault(p.hash, c[:d + 1])
+        if len(missing) > 1 and workers > 1:
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(min(workers, len(missing)), mp_context=ctx) as pool:
+                futures = [pool.submit(_train_chain, c, threads, tokenizers) for c in missing.values()]
+                bar = tqdm(as_completed(futures), total=len(futures), file=sys.stderr,
+                           disable=not show_progress(progress),
+                           desc=f"training {len(futures)} runs, {min(workers, len(missing))} at a time")
+                for f in bar:
+                    f.result()
+            trained.update(missing)
+        for c in level.values():                      # trained now, loaded (or one trained here)
+            if id(c[d]) not in got:
+                r = c[d]
+                model, info = get_pretrained(r.cfg, init=init_of(c, d), tokenizers=tokenizers,
+                                             progress=progress, **r.kwargs())
+                if info["hash"] in trained:            # in a worker: say so, as alone
+                    info = {**info, "source": "trained"}
+                got[id(r)] = (model, info)
+    return {key: got[id(c[-1])] for key, c in chains.items()}
+
+
 # --------------------------------------------------------------------------- command line
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(

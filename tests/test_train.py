@@ -299,3 +299,30 @@ def test_two_processes_follow_the_single_process_run(tmp_path, monkeypatch):
     for k, v in one.items():
         assert torch.allclose(v, r0["state_dict"][k], atol=1e-5), k
     assert any(not torch.allclose(v, init[k]) for k, v in one.items())   # it did train
+
+
+def test_get_many_trains_chains_in_workers_as_alone(toks, artifacts, tmp_path, monkeypatch):
+    """Runs trained two at a time in spawned workers (fine-tunes after their shared start)
+    are the models get_pretrained trains alone, in this process."""
+    base = TR.Run(_cfg(steps=3), tasks=("T2I",))
+    runs = {"a": TR.Run(_cfg(), tasks=("T2V",), init=base, train_overrides={"steps": 2}),
+            "b": TR.Run({**_cfg(), "seed": 1}, tasks=("T2V",), init=base,
+                        train_overrides={"steps": 2}),
+            "base": base}
+    got = TR.get_many(runs, workers=2, tokenizers=toks, progress=False)
+    assert set(got) == {"a", "b", "base"}
+    assert got["a"][1]["path"] != got["b"][1]["path"]
+    assert [got[k][1]["source"] for k in ("base", "a", "b")] == ["trained"] * 3
+    # alone, in this process, from an empty cache
+    monkeypatch.setenv("NUWA_ARTIFACTS_DIR", str(tmp_path / "alone"))
+    start = TR.get_pretrained(base.cfg, tasks=("T2I",), tokenizers=toks, progress=False)
+    assert start[1]["source"] == "trained" and _equal(start[0].state_dict(), got["base"][0].state_dict())
+    for key, seed in (("a", 0), ("b", 1)):
+        alone, info = TR.get_pretrained({**_cfg(), "seed": seed}, tasks=("T2V",), init=start,
+                                        tokenizers=toks, train_overrides={"steps": 2}, progress=False)
+        assert info["source"] == "trained" and info["hash"] == got[key][1]["hash"]
+        assert _equal(alone.state_dict(), got[key][0].state_dict())
+    with pytest.raises(TypeError, match="run 'x' must be a train.Run"):
+        TR.get_many({"x": {"tasks": ("T2I",)}})
+    with pytest.raises(ValueError, match="workers must be a positive integer, got 0"):
+        TR.get_many(runs, workers=0)
