@@ -5,15 +5,7 @@ import pytest
 import torch
 
 from nuwa_lib import datasets as D, generate as G, judges as J
-from task_helpers import WORLD, tiny_model, tiny_tokenizers
-@pytest.fixture(scope="module")
-def toks():
-    return tiny_tokenizers()
-
-
-@pytest.fixture(scope="module")
-def model():
-    return tiny_model()
+from task_helpers import WORLD
 
 
 def test_text_to_image_gives_pixels_and_is_seeded(toks, model):

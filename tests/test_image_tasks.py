@@ -7,27 +7,7 @@ import torch
 
 from nuwa_lib import datasets as D, generate as G, image_tasks as IT, judges as J, paper
 from nuwa_lib import tasks as T, world
-from task_helpers import WORLD, tiny_model, tiny_tokenizers
-@pytest.fixture(scope="module")
-def toks():
-    return tiny_tokenizers()
-
-
-@pytest.fixture(scope="module")
-def model():
-    return tiny_model()
-
-
-class Reader:
-    """A judge stub that reads the scenes it was given perfectly."""
-    video = False
-    head_names = J.IMAGE_HEADS
-
-    def __init__(self, scenes):
-        self.t = J.scene_targets(scenes)
-
-    def predict(self, pixels):
-        return {k: v for k, v in self.t.items() if k in self.head_names or k.startswith("slot_")}
+from task_helpers import WORLD, PerfectReader
 
 
 class SegOracle:
@@ -136,31 +116,31 @@ def test_ti2i_scores_reward_the_edit_and_the_preservation():
     after = np.stack([c["picture"] for c in cfs])
     segs = np.stack([s.seg for s in samples])
     caps = [c["caption"] for c in cfs]
-    good = IT.ti2i_scores(Reader(edited), SegOracle(segs), after, caps, before, after, segs)
+    good = IT.ti2i_scores(PerfectReader(edited), SegOracle(segs), after, caps, before, after, segs)
     assert good["changed"] == 1.0 and good["preserved"] == 1.0 and good["PA unchanged"] == 1.0
     assert good["all"] == 1.0 and 0 < good["unchanged share"] < 1
     # a model that ignores the text and copies the original keeps the rest, misses the edit
-    copy = IT.ti2i_scores(Reader([s.scene for s in samples]), SegOracle(segs), before, caps, before,
+    copy = IT.ti2i_scores(PerfectReader([s.scene for s in samples]), SegOracle(segs), before, caps, before,
                           after, segs)
     assert copy["changed"] < 1.0 and copy["preserved"] == 1.0 and copy["all"] == 0.0
     # wrong classes everywhere: PA of the unchanged region drops to 0
-    bad = IT.ti2i_scores(Reader(edited), SegOracle((segs + 1) % world.N_SEG_CLASSES), after, caps,
+    bad = IT.ti2i_scores(PerfectReader(edited), SegOracle((segs + 1) % world.N_SEG_CLASSES), after, caps,
                          before, after, segs)
     assert bad["PA unchanged"] == 0.0
     # with the edits: only the edited object's colour counts
     cf = IT.counterfactual_pictures("mscoco", "test", range(8), **WORLD)
     assert np.array_equal(cf["after"], after) and cf["captions"] == caps
-    exact = IT.ti2i_scores(Reader(edited), SegOracle(segs), after, caps, before, after, segs,
+    exact = IT.ti2i_scores(PerfectReader(edited), SegOracle(segs), after, caps, before, after, segs,
                            edits=cf["edits"])
     assert exact["changed"] == 1.0
-    kept = IT.ti2i_scores(Reader([s.scene for s in samples]), SegOracle(segs), before, caps,
+    kept = IT.ti2i_scores(PerfectReader([s.scene for s in samples]), SegOracle(segs), before, caps,
                           before, after, segs, edits=cf["edits"])
     assert kept["changed"] == 0.0 and kept["preserved"] == 1.0
     assert any(e["objects"] == 2 for e in cf["edits"]) and any(e["objects"] == 1 for e in cf["edits"])
     with pytest.raises(ValueError, match="edits"):
-        IT.edit_accuracy(Reader(edited), after, cf["edits"][:3])
+        IT.edit_accuracy(PerfectReader(edited), after, cf["edits"][:3])
     with pytest.raises(ValueError, match="motion"):
-        IT.ti2i_scores(Reader(edited), SegOracle(segs), after, caps, before, after, segs,
+        IT.ti2i_scores(PerfectReader(edited), SegOracle(segs), after, caps, before, after, segs,
                        changed="motion")
 
 
@@ -179,16 +159,16 @@ def test_i2i_scores_split_by_determined_and_measure_diversity():
     pics = np.stack([s.image for s in samples])
     caps = [s.caption for s in samples]
     det = np.array([True, True, False, True, False, False])
-    s = IT.i2i_scores(Reader([x.scene for x in samples]), pics, caps, det, second=pics)
+    s = IT.i2i_scores(PerfectReader([x.scene for x in samples]), pics, caps, det, second=pics)
     assert s["Acc"] == s["Acc (determined)"] == s["Acc (not determined)"] == 1.0
     assert s["determined share"] == 0.5 and s["diversity (bottom half)"] == 0.0
     other = 255 - pics
-    got = IT.i2i_scores(Reader([x.scene for x in samples]), pics, caps, det, second=other)
+    got = IT.i2i_scores(PerfectReader([x.scene for x in samples]), pics, caps, det, second=other)
     assert got["diversity (bottom half)"] > 0.1
     assert got["diversity (bottom half)"] == pytest.approx(
         (got["diversity (determined)"] + got["diversity (not determined)"]) / 2, rel=1e-5)
     assert s["diversity (determined)"] == s["diversity (not determined)"] == 0.0
-    assert np.isnan(IT.i2i_scores(Reader([x.scene for x in samples]), pics, caps,
+    assert np.isnan(IT.i2i_scores(PerfectReader([x.scene for x in samples]), pics, caps,
                                   np.ones(6, bool))["Acc (not determined)"])
 
 

@@ -6,6 +6,7 @@ import torch
 from nuwa_lib import judges as J
 from nuwa_lib import metrics as M
 from nuwa_lib import world
+from task_helpers import PerfectReader
 
 
 @pytest.fixture(scope="module")
@@ -211,25 +212,12 @@ def test_detected_pa_segments_every_frame_against_the_sketch():
 
 
 # ----------------------------------------------------------------------------- Acc and CLIPSIM
-class _Reader:
-    """A judge stub that reads the scenes it was given perfectly."""
-
-    video = False
-    head_names = J.IMAGE_HEADS
-
-    def __init__(self, scenes):
-        self.t = J.scene_targets(scenes)
-
-    def predict(self, pixels):
-        return {k: v for k, v in self.t.items() if k in self.head_names or k.startswith("slot_")}
-
-
 def test_acc_is_one_for_a_perfect_reader_and_names_what_disagrees():
     data = J.world_data("test", 12, seed=0)
-    assert M.attribute_agreement(_Reader(data.scenes), data.pixels, data.captions)["all"] == 1.0
+    assert M.attribute_agreement(PerfectReader(data.scenes), data.pixels, data.captions)["all"] == 1.0
     wrong = [c.replace(" on grass", " on sand") if c.endswith("on grass") else
              c.rsplit(" ", 1)[0] + " grass" if c.endswith(" on sand") else c for c in data.captions]
-    got = M.attribute_agreement(_Reader(data.scenes), data.pixels, wrong)
+    got = M.attribute_agreement(PerfectReader(data.scenes), data.pixels, wrong)
     changed = np.mean([a != b for a, b in zip(wrong, data.captions)])
     assert got["background"] == pytest.approx(1 - changed) and got["shape"] == 1.0
 
@@ -237,7 +225,7 @@ def test_acc_is_one_for_a_perfect_reader_and_names_what_disagrees():
 def test_acc_binds_attributes_to_objects_in_two_object_prompts():
     scene = world.Scene("water", 0, (world.Obj("circle", "red", "large", "left", 8.0, 16.0),
                                      world.Obj("square", "blue", "small", "right", 25.0, 16.0)))
-    reader, img = _Reader([scene]), np.zeros((1, 32, 32, 3), np.uint8)
+    reader, img = PerfectReader([scene]), np.zeros((1, 32, 32, 3), np.uint8)
     right = world.caption(scene)
     swapped = right.replace("red circle", "blue circle").replace("blue square", "red square")
     assert M.attribute_agreement(reader, img, [right])["all"] == 1.0

@@ -29,12 +29,7 @@ RGB = [(210, 40, 40), (40, 200, 60), (40, 60, 220), (230, 210, 40), (40, 200, 21
        (200, 40, 210), (250, 250, 250), (120, 120, 120)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")   # conftest.py
 
 
 # ----------------------------------------------------------------------------- tiny files

@@ -14,13 +14,7 @@ TEXT_LEN, TEXT_VOCAB, CODES, SKETCH_CODES = 6, 300, 40, 12
 IMAGE, VIDEO = (1, 4, 5), (3, 4, 5)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is faster than two fighting over a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")   # conftest.py
 
 
 def model_for(seed=0, dtype=torch.float64, **overrides) -> Nuwa:

@@ -19,12 +19,7 @@ WORLD = dict(seed=0, canvas=32, frames=FRAMES)
 TEXT = text.TextConfig(vocab_size=512, length=32, captions_per_role=32, train_size=64)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")   # conftest.py
 
 
 @pytest.fixture

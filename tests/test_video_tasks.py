@@ -7,20 +7,8 @@ import pytest
 import torch
 
 from nuwa_lib import judges as J, paper, video_tasks as VT, world
-from task_helpers import WORLD, tiny_model, tiny_tokenizers
-
-
-
-class VideoReader:
-    """A video judge stub that reads the scenes it was given perfectly."""
-    video = True
-    head_names = J.VIDEO_HEADS
-
-    def __init__(self, scenes):
-        self.t = J.scene_targets(scenes, video=True)
-
-    def predict(self, pixels):
-        return {k: v for k, v in self.t.items() if k in self.head_names or k == "presence"}
+from nuwa_lib import tasks as T, vqgan as V
+from task_helpers import WORLD, PerfectReader
 
 
 def _kinetics(split, n):
@@ -46,7 +34,7 @@ def test_t2v_scores_give_table2_columns():
 
 def test_motion_accuracy_reads_the_motion_the_caption_names():
     samples, videos, caps = _kinetics("test", 12)
-    reader = VideoReader([s.scene for s in samples])
+    reader = PerfectReader([s.scene for s in samples], video=True)
     assert VT.motion_accuracy(reader, videos, caps) == 100.0
     wrong = []
     for s in samples:
@@ -133,20 +121,6 @@ def test_s2v_claims_compare_nearby_nearby_with_every_other_row():
 
 
 # --------------------------------------------------------------------------- TV2V
-from nuwa_lib import tasks as T, vqgan as V  # noqa: E402
-
-
-
-@pytest.fixture(scope="module")
-def toks():
-    return tiny_tokenizers()
-
-
-@pytest.fixture(scope="module")
-def model():
-    return tiny_model()
-
-
 def test_tv2v_scores_reward_the_new_motion_and_the_kept_attributes():
     idx = range(12)
     gt = VT.tv2v_ground_truth("msrvtt", "test", idx, **WORLD)
@@ -156,14 +130,14 @@ def test_tv2v_scores_reward_the_new_motion_and_the_kept_attributes():
     assert all(" then " not in c for c in gt["judge_captions"])
     judged = [VT.new_motion_scene(s.scene, new) for s, (_, new) in zip(samples, gt["motions"])]
     args = (gt["after"], gt["judge_captions"], gt["original_captions"])
-    good = VT.tv2v_scores(VideoReader(judged), *args)
+    good = VT.tv2v_scores(PerfectReader(judged, video=True), *args)
     assert good["motion"] == 100.0 and good["preserved"] == 100.0 and good["all"] == 100.0
     assert good["old motion"] == 0.0
-    copied = VT.tv2v_scores(VideoReader([s.scene for s in samples]), *args)
+    copied = VT.tv2v_scores(PerfectReader([s.scene for s in samples], video=True), *args)
     assert copied["old motion"] == 100.0 and copied["preserved"] == 100.0
     assert copied["motion"] < 100.0
     with pytest.raises(ValueError, match="captions"):
-        VT.tv2v_scores(VideoReader(judged), gt["after"], gt["judge_captions"][:2],
+        VT.tv2v_scores(PerfectReader(judged, video=True), gt["after"], gt["judge_captions"][:2],
                        gt["original_captions"])
 
 
