@@ -6,7 +6,7 @@ PY      := $(VENV)/bin/python
 PROFILE ?= mini
 STAMP   := $(VENV)/.nuwa-installed
 
-.PHONY: venv reproduce test unit pipeline-check nbval test-browser golden lab clean
+.PHONY: venv reproduce test test-other-cpu unit pipeline-check determinism nbval test-browser golden spread lab clean
 
 # The browser test's Chromium (Debian's `chromium`; never a Playwright download).
 CHROMIUM ?= $(shell command -v chromium)
@@ -27,25 +27,40 @@ $(STAMP): pyproject.toml
 reproduce: venv
 	$(VENV)/bin/nuwa-repro --profile $(PROFILE)
 
-## Unit tests, the smoke pipeline compared with the committed tables, nbval on the
-## golden notebooks, and the browser test when a Chromium is there. Writes only into
-## git-ignored build/.
-test: venv unit pipeline-check nbval
+## Unit tests; the smoke pipeline from an empty artifact cache, its tables compared with the
+## committed results/smoke/tables/ (exact where nothing is trained, within the band of the
+## committed seed runs where it is); notebooks 01-02 rerun from another empty cache, which must
+## give byte-identical tables; nbval on the golden notebooks; the browser test when a Chromium
+## is there. Writes only into git-ignored build/.
+test: venv unit pipeline-check determinism nbval
 	@if [ -n "$(CHROMIUM)" ]; then $(MAKE) --no-print-directory test-browser; \
 	else echo "make test: no chromium on PATH, browser test skipped (Debian: apt-get install chromium)"; fi
+
+## What another CPU does: the pipeline, determinism and nbval steps of `make test` with ATen's
+## portable kernels instead of this CPU's (AVX2/AVX-512), against the same committed goldens.
+test-other-cpu: venv
+	ATEN_CPU_CAPABILITY=default $(MAKE) --no-print-directory pipeline-check determinism nbval
 
 unit: venv
 	$(PY) -m pytest tests -q -p no:cacheprovider --ignore=tests/browser
 
+# models trained by pipeline-check; nbval re-executes the goldens with them
+CI_ARTIFACTS := build/ci-artifacts
+
 pipeline-check: venv
-	rm -rf build/ci-results
-	$(VENV)/bin/nuwa-repro --profile smoke --out build/ci-results \
+	rm -rf build/ci-results $(CI_ARTIFACTS)
+	NUWA_ARTIFACTS_DIR=$(CI_ARTIFACTS) $(VENV)/bin/nuwa-repro --profile smoke --out build/ci-results \
 		--compare-to results/smoke/tables --no-progress
+
+determinism: pipeline-check
+	rm -rf build/det-results build/det-artifacts
+	NUWA_ARTIFACTS_DIR=build/det-artifacts $(VENV)/bin/nuwa-repro --profile smoke --only 01 02 \
+		--out build/det-results --identical-to build/ci-results/smoke/tables --no-progress
 
 nbval: venv
 	rm -rf build/nbval-results
-	NUWA_RESULTS_DIR=build/nbval-results $(PY) -m pytest -q -p no:cacheprovider \
-		--nbval-lax --nbval-current-env results/smoke/notebooks
+	NUWA_ARTIFACTS_DIR=$(CI_ARTIFACTS) NUWA_RESULTS_DIR=build/nbval-results $(PY) -m pytest -q \
+		-p no:cacheprovider --nbval-lax --nbval-current-env results/smoke/notebooks
 
 ## JupyterLab in headless Chromium: the notebook list, and notebook 03's explorer
 ## reacting to its controls. Screenshots go to build/browser/.
@@ -53,9 +68,24 @@ test-browser: venv
 	@if [ -z "$(CHROMIUM)" ]; then echo "make test-browser: no chromium on PATH (Debian: apt-get install chromium, or CHROMIUM=/path/to/chromium)" >&2; exit 1; fi
 	NUWA_CHROMIUM="$(CHROMIUM)" $(PY) -m pytest tests/browser -q -p no:cacheprovider
 
-## Regenerate the committed smoke golden notebooks and tables (after a deliberate change).
+## Regenerate the committed smoke golden notebooks and tables (after a deliberate change),
+## from an empty artifact cache.
 golden: venv
-	$(VENV)/bin/nuwa-repro --profile smoke
+	rm -rf build/golden-artifacts
+	NUWA_ARTIFACTS_DIR=build/golden-artifacts $(VENV)/bin/nuwa-repro --profile smoke
+
+## Re-measure the seeds' spread that bounds trained numbers in `make test`: the smoke
+## pipeline with each of SPREAD_SEEDS from an empty cache, its tables committed under
+## results/smoke/spread/seed<N>/ (after `make golden`, whenever trained numbers moved).
+SPREAD_SEEDS ?= 1 2 3 4
+spread: venv
+	rm -rf build/spread
+	for s in $(SPREAD_SEEDS); do \
+		NUWA_ARTIFACTS_DIR=build/spread/artifacts-$$s $(VENV)/bin/nuwa-repro --profile smoke \
+			--seed $$s --out build/spread/seed$$s --no-progress || exit 1; \
+		mkdir -p build/spread/tables/seed$$s && cp build/spread/seed$$s/smoke/tables/* build/spread/tables/seed$$s/; \
+	done
+	rm -rf results/smoke/spread && cp -r build/spread/tables results/smoke/spread
 
 ## Browse and run the notebooks interactively: JupyterLab on the repository with the
 ## venv's kernel "Python (nuwa)", listening on 127.0.0.1 only, without a token.

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .paths import NOTEBOOKS_DIR, REPO_ROOT, resolve, results_dir
+from . import tablecheck
 from .profiles import available_profiles, load_profile
 
 KERNEL_NAME = "nuwa"  # registered into .venv by the Makefile
@@ -124,8 +124,12 @@ def _record_runtimes(out_root: Path, profile: str, seconds: dict[str, float]) ->
 
 
 def run(profile: str, only: Sequence[str] | None = None, start: str | None = None,
-        out: str | None = None, show_progress: bool = True) -> list[Path]:
-    """Execute the selected notebooks in order; raise PipelineError at the first failure."""
+        out: str | None = None, show_progress: bool = True,
+        seed: int | None = None) -> list[Path]:
+    """Execute the selected notebooks in order; raise PipelineError at the first failure.
+
+    ``seed`` replaces the profile's seed (the world's samples and every training
+    run that derives its seed from it), e.g. to measure the spread between seeds."""
     from tqdm.auto import tqdm
 
     valid = available_profiles()
@@ -133,6 +137,10 @@ def run(profile: str, only: Sequence[str] | None = None, start: str | None = Non
         raise PipelineError(f"unknown profile {profile!r}; valid profiles: {', '.join(valid)}")
     notebooks = select_notebooks(only, start)
     params = load_profile(profile)
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise PipelineError(f"--seed must be a non-negative integer, got {seed!r}")
+        params["seed"] = seed
     if out:
         # --out beats NUWA_RESULTS_DIR; the kernels inherit it, so notebooks write
         # their tables beside their executed copies
@@ -157,47 +165,6 @@ def run(profile: str, only: Sequence[str] | None = None, start: str | None = Non
 
 
 # ---------------------------------------------------------------------------
-# comparing a fresh run's tables with the committed ones (DESIGN §3)
-
-def compare_tables(new_dir: Path, ref_dir: Path, rtol: float = 1e-4,
-                   atol: float = 1e-6) -> list[str]:
-    """Differences between two folders of CSV tables: missing/extra tables,
-    different columns or row counts, text cells that differ, numbers outside
-    ``|a-b| <= atol + rtol*|b|`` (another CPU may round the last digits differently)."""
-    import pandas as pd
-
-    new_dir, ref_dir = Path(new_dir), Path(ref_dir)
-    new = {p.name for p in new_dir.glob("*.csv")}
-    ref = {p.name for p in ref_dir.glob("*.csv")}
-    problems = [f"{n}: missing from the new run" for n in sorted(ref - new)]
-    problems += [f"{n}: new table, not in {ref_dir}" for n in sorted(new - ref)]
-    for name in sorted(new & ref):
-        a = pd.read_csv(new_dir / name, keep_default_na=False)
-        b = pd.read_csv(ref_dir / name, keep_default_na=False)
-        if list(a.columns) != list(b.columns):
-            problems.append(f"{name}: columns {list(a.columns)} != {list(b.columns)}")
-            continue
-        if len(a) != len(b):
-            problems.append(f"{name}: {len(a)} rows != {len(b)} rows")
-            continue
-        for col in a.columns:
-            for row, (x, y) in enumerate(zip(a[col].tolist(), b[col].tolist())):
-                if not _close(x, y, rtol, atol):
-                    problems.append(f"{name}: row {row}, column {col!r}: {x!r} != {y!r}")
-    return problems
-
-
-def _close(x, y, rtol: float, atol: float) -> bool:
-    try:
-        fx, fy = float(x), float(y)
-    except (TypeError, ValueError):
-        return str(x) == str(y)
-    if math.isnan(fx) or math.isnan(fy):
-        return math.isnan(fx) and math.isnan(fy)
-    return abs(fx - fy) <= atol + rtol * abs(fy)
-
-
-# ---------------------------------------------------------------------------
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nuwa-repro", description=__doc__.split("\n\n")[0],
@@ -210,7 +177,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR",
                    help="results folder instead of results/ (relative to the repository)")
     p.add_argument("--compare-to", metavar="DIR",
-                   help="after the run, compare its tables with the CSVs in DIR")
+                   help="after the run, compare its tables with the golden CSVs in DIR: exact "
+                        "where nothing is trained, within the seeds' band (DIR/../spread) where it is")
+    p.add_argument("--identical-to", metavar="DIR",
+                   help="after the run, require each of its tables to be byte-identical to the one "
+                        "in DIR (same machine, same seed: the determinism check)")
+    p.add_argument("--seed", type=int, metavar="N",
+                   help="replace the profile's seed (default: the profile's own)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -225,17 +198,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         done = run(args.profile, args.only, args.start, args.out,
-                   show_progress=not args.no_progress)
+                   show_progress=not args.no_progress, seed=args.seed)
         out_root = results_dir(args.profile)
         print(f"executed {len(done)} notebook(s); results in {out_root}")
-        if args.compare_to:
-            problems = compare_tables(out_root / "tables", resolve(args.compare_to))
+        checks = [(args.compare_to, tablecheck.compare_tables, "match"),
+                  (args.identical_to, tablecheck.identical, "are byte-identical to")]
+        failed = False
+        for ref, check, verb in checks:
+            if not ref:
+                continue
+            problems = check(out_root / "tables", resolve(ref))
             if problems:
-                print(f"tables differ from {args.compare_to}:", file=sys.stderr)
+                print(f"tables differ from {ref}:", file=sys.stderr)
                 for line in problems:
                     print(f"  {line}", file=sys.stderr)
-                return 1
-            print(f"tables match {args.compare_to}")
+                failed = True
+            else:
+                print(f"tables {verb} {ref}")
+        if failed:
+            return 1
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -153,16 +153,26 @@ class Results:
     def provenance(self, **extra: Any) -> dict[str, Any]:
         return provenance(self.profile, self.seed, notebook=self.notebook, **extra)
 
-    def table(self, name: str, df, float_format: str = "%.6g") -> Path:
+    def table(self, name: str, df, float_format: str = "%.6g",
+              trained: Sequence[str] | None = None) -> Path:
         """Write a pandas DataFrame as ``tables/<name>.csv`` (data only, fixed float
-        format so reruns are byte-identical) and ``tables/<name>.provenance.json``."""
+        format so reruns are byte-identical) and ``tables/<name>.provenance.json``.
+
+        ``trained`` names the columns computed from trained models (shell patterns such
+        as ``"FID-*"`` allowed): another CPU rounds those differently, so ``make test``
+        bounds them by the seeds' spread instead of comparing them exactly
+        (:mod:`nuwa_lib.tablecheck`). Every other column must be reproducible anywhere."""
+        from .tablecheck import trained_columns
+
         name = _check_name(name)
+        trained = trained_columns(df.columns, trained)
         path = self.tables_dir / f"{name}.csv"
         csv = df.to_csv(index=False, float_format=float_format, lineterminator="\n")
         atomic_write_bytes(path, csv.encode())
         write_json(self.tables_dir / f"{name}.provenance.json",
                    self.provenance(table=f"{name}.csv", rows=len(df),
-                                   columns=[str(c) for c in df.columns]))
+                                   columns=[str(c) for c in df.columns],
+                                   trained_columns=trained))
         return path
 
     def metrics(self, name: str, values: Mapping[str, Any]) -> Path:

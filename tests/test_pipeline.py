@@ -1,4 +1,4 @@
-"""nuwa-repro: names, errors, failing cells, table comparison."""
+"""nuwa-repro: names, errors, failing cells, the --seed override."""
 import json
 
 import nbformat
@@ -73,27 +73,11 @@ def test_failing_cell_is_named_and_pipeline_stops(fake_notebooks, tmp_path):
     assert set(runtimes["metrics"]) == {"00_ok"}
 
 
-def _csv(folder, name, text):
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / name).write_text(text)
-
-
-def test_compare_tables_tolerates_rounding_but_not_changes(tmp_path):
-    a, b = tmp_path / "a", tmp_path / "b"
-    _csv(a, "t.csv", "k,v\nx,1.000001\ny,2\n")
-    _csv(b, "t.csv", "k,v\nx,1.0\ny,2\n")
-    assert pipeline.compare_tables(a, b) == []
-    _csv(a, "t.csv", "k,v\nx,1.1\nz,2\n")
-    problems = pipeline.compare_tables(a, b)
-    assert any("row 0" in p and "'v'" in p for p in problems)
-    assert any("row 1" in p and "'k'" in p for p in problems)
-
-
-def test_compare_tables_reports_missing_and_reshaped_tables(tmp_path):
-    a, b = tmp_path / "a", tmp_path / "b"
-    _csv(a, "t.csv", "k,v\nx,1\n")
-    _csv(b, "t.csv", "k,w\nx,1\n")
-    _csv(b, "u.csv", "k\nx\n")
-    problems = pipeline.compare_tables(a, b)
-    assert any("u.csv: missing" in p for p in problems)
-    assert any("t.csv: columns" in p for p in problems)
+def test_seed_override_reaches_the_notebooks(fake_notebooks, tmp_path):
+    _notebook(fake_notebooks / "00_seed.ipynb", "print('seed', PARAMS['seed'])")
+    out = tmp_path / "res"
+    pipeline.run("smoke", out=str(out), show_progress=False, seed=7)
+    executed = nbformat.read(out / "smoke" / "notebooks" / "00_seed.ipynb", as_version=4)
+    assert any("seed 7" in o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
+    with pytest.raises(PipelineError, match="--seed"):
+        pipeline.run("smoke", out=str(out), show_progress=False, seed=-1)

@@ -31,6 +31,7 @@ from typing import List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 from einops import rearrange
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .masks import resolve_extent
 
@@ -261,6 +262,20 @@ def _windows(x: torch.Tensor, n: int, length: int, step: int) -> torch.Tensor:
     return x.unfold(1, length, step).permute(1, 0, 3, 2)
 
 
+def _sdpa(q, k, v, mask):
+    """Fused SDPA. PyTorch 2.14's bf16 CPU kernel takes its AMX path whenever the hardware has
+    AMX, even when ``ATEN_CPU_CAPABILITY`` lowers ATen's kernels below it (as ``make
+    test-other-cpu`` does), and then fails with "pack_vnni2 is only supported when avx512 is
+    supported"; the math kernel computes the same attention."""
+    try:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    except RuntimeError as err:
+        if q.device.type != "cpu" or "pack_vnni2" not in str(err):
+            raise
+    with sdpa_kernel(SDPBackend.MATH):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
 def torch_nearby_attention(q, k, v, q_shape, kv_shape, extent, causal=False, global_kv=None,
                            tiling: Tuple[int, int, int] = DEFAULT_TILING):
     """3DNA, Eqs. (7)-(11), as batched SDPA calls over query tiles and their key slices.
@@ -277,7 +292,7 @@ def torch_nearby_attention(q, k, v, q_shape, kv_shape, extent, causal=False, glo
         if global_kv is not None:
             k, v = torch.cat([global_kv[0], k], 2), torch.cat([global_kv[1], v], 2)
             mask = _with_global_prefix(mask, global_kv[0].shape[2])
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return _sdpa(q, k, v, mask)
     qf, kf, vf = (rearrange(x, "b h n d -> (b h) n d") for x in (q, k, v))
     if plan.q_order is not None:
         qf = qf.index_select(1, plan.q_order)
@@ -294,7 +309,7 @@ def torch_nearby_attention(q, k, v, q_shape, kv_shape, extent, causal=False, glo
             k_t = torch.cat([kg.expand(g.n_tiles, *kg.shape), k_t], dim=2)
             v_t = torch.cat([vg.expand(g.n_tiles, *vg.shape), v_t], dim=2)
             mask = _with_global_prefix(mask, kg.shape[1])
-        o = F.scaled_dot_product_attention(q_t, k_t, v_t, attn_mask=mask)  # Eq. (11)
+        o = _sdpa(q_t, k_t, v_t, mask)  # Eq. (11)
         outs.append(rearrange(o, "t bh m d -> bh (t m) d"))
     out = torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
     if plan.q_restore is not None:
