@@ -6,7 +6,7 @@ PY      := $(VENV)/bin/python
 PROFILE ?= mini
 STAMP   := $(VENV)/.nuwa-installed
 
-.PHONY: venv reproduce test test-other-cpu unit pipeline-check determinism nbval test-browser golden spread lab clean
+.PHONY: venv reproduce test test-other-cpu unit pipeline-check determinism nbval test-browser golden spread spread-kernels spread-seeds lab clean
 
 # The browser test's Chromium (Debian's `chromium`; never a Playwright download).
 CHROMIUM ?= $(shell command -v chromium)
@@ -74,18 +74,35 @@ golden: venv
 	rm -rf build/golden-artifacts
 	NUWA_ARTIFACTS_DIR=build/golden-artifacts $(VENV)/bin/nuwa-repro --profile smoke
 
-## Re-measure the seeds' spread that bounds trained numbers in `make test`: the smoke
-## pipeline with each of SPREAD_SEEDS from an empty cache, its tables committed under
-## results/smoke/spread/seed<N>/ (after `make golden`, whenever trained numbers moved).
+## Re-measure the reference runs that bound trained numbers in `make test` (after `make golden`,
+## whenever trained numbers moved): the smoke pipeline from an empty cache under other kernels
+## (SPREAD_KERNELS, name:VAR=value,...: the rounding of another CPU) and with other seeds
+## (SPREAD_SEEDS), tables committed under results/smoke/spread/kernels-<name>/ and seed<N>/.
+SPREAD_KERNELS ?= aten-avx2:ATEN_CPU_CAPABILITY=avx2 \
+	avx2:ATEN_CPU_CAPABILITY=avx2,MKL_CBWR=AVX2,ONEDNN_MAX_CPU_ISA=AVX2 \
+	mkl-compatible:MKL_CBWR=COMPATIBLE
 SPREAD_SEEDS ?= 1 2 3 4
-spread: venv
-	rm -rf build/spread
-	for s in $(SPREAD_SEEDS); do \
-		NUWA_ARTIFACTS_DIR=build/spread/artifacts-$$s $(VENV)/bin/nuwa-repro --profile smoke \
-			--seed $$s --out build/spread/seed$$s --no-progress || exit 1; \
-		mkdir -p build/spread/tables/seed$$s && cp build/spread/seed$$s/smoke/tables/* build/spread/tables/seed$$s/; \
+spread: spread-kernels spread-seeds
+
+spread-kernels: venv
+	rm -rf build/spread-kernels
+	for k in $(SPREAD_KERNELS); do name=$${k%%:*}; \
+		env $$(echo $${k#*:} | tr , ' ') NUWA_ARTIFACTS_DIR=build/spread-kernels/artifacts-$$name \
+			$(VENV)/bin/nuwa-repro --profile smoke --out build/spread-kernels/$$name --no-progress || exit 1; \
 	done
-	rm -rf results/smoke/spread && cp -r build/spread/tables results/smoke/spread
+	rm -rf results/smoke/spread/kernels-*
+	for k in $(SPREAD_KERNELS); do name=$${k%%:*}; mkdir -p results/smoke/spread/kernels-$$name; \
+		cp build/spread-kernels/$$name/smoke/tables/* results/smoke/spread/kernels-$$name/; done
+
+spread-seeds: venv
+	rm -rf build/spread-seeds
+	for s in $(SPREAD_SEEDS); do \
+		NUWA_ARTIFACTS_DIR=build/spread-seeds/artifacts-$$s $(VENV)/bin/nuwa-repro --profile smoke \
+			--seed $$s --out build/spread-seeds/seed$$s --no-progress || exit 1; \
+	done
+	rm -rf results/smoke/spread/seed*
+	for s in $(SPREAD_SEEDS); do mkdir -p results/smoke/spread/seed$$s; \
+		cp build/spread-seeds/seed$$s/smoke/tables/* results/smoke/spread/seed$$s/; done
 
 ## Browse and run the notebooks interactively: JupyterLab on the repository with the
 ## venv's kernel "Python (nuwa)", listening on 127.0.0.1 only, without a token.

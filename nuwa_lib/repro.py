@@ -64,10 +64,36 @@ def _version(module: str) -> str | None:
     return getattr(mod, "__version__", None)
 
 
+# Settings that change which CPU kernels run, hence the last digits of trained numbers.
+NUMERICS_ENV = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA", "OMP_NUM_THREADS",
+                "MKL_NUM_THREADS")
+
+
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def _cpu_capability() -> str | None:
+    import sys
+
+    torch = sys.modules.get("torch")      # never import torch just to describe the machine
+    try:
+        return torch.backends.cpu.get_cpu_capability() if torch else None
+    except Exception:  # noqa: BLE001 - older torch without the query
+        return None
+
+
 def provenance(profile: str | None = None, seed: int | None = None,
                **extra: Any) -> dict[str, Any]:
-    """Where a result came from: commit (and whether the tree was dirty),
-    library versions, profile, seed and the UTC time it was made."""
+    """Where a result came from: commit (and whether the tree was dirty), library
+    versions, the CPU and the kernel settings that decide its rounding, profile, seed
+    and the UTC time it was made."""
     sha = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain", "--untracked-files=no")
     info = {
@@ -79,6 +105,9 @@ def provenance(profile: str | None = None, seed: int | None = None,
         "torch": _version("torch"),
         "triton": _version("triton"),
         "nuwa_lib": __version__,
+        "cpu": _cpu_model(),
+        "cpu_capability": _cpu_capability(),
+        "numerics_env": {k: os.environ[k] for k in NUMERICS_ENV if k in os.environ},
         "profile": profile,
         "seed": seed,
         "utc_time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -10,11 +10,19 @@ therefore has two kinds of cell:
 * **trained** cells, in the columns a notebook declared when it wrote the table
   (``Results.table(name, df, trained=[...])``, recorded in ``<name>.provenance.json``),
   must keep their kind (a finite number stays finite, an empty cell stays empty) and a
-  number must lie in a band around the values the profile's seeds gave (:func:`band`: the
-  golden table and the same table of runs with other seeds, committed under
-  ``results/<profile>/spread/seed<N>/`` by ``make spread``). Text in a trained column
-  (a claim's ``ours`` string, a verdict, ``True``/``False``) must have one of the shapes
-  the column shows in those runs once its numbers are masked (:func:`shape_of`).
+  number must lie in a band (:func:`band`) built from two kinds of reference run, both
+  committed under ``results/<profile>/spread/`` by ``make spread``:
+
+  - ``kernels-<name>/``: the golden profile and seed under other kernels (ATen at AVX2,
+    MKL and oneDNN held to AVX2 or to their portable paths): how far a number moves when
+    only the rounding changes, as on another CPU;
+  - ``seed<N>/``: the profile with other seeds: how far a number moves between equally
+    legitimate runs, the floor of the band (a cell that no kernel change moved, such as
+    an accuracy over a dozen samples, still moves by whole samples elsewhere).
+
+  Text in a trained column (a claim's ``ours`` string, a verdict, ``True``/``False``)
+  must have one of the shapes the column shows in those runs once its numbers are
+  masked (:func:`shape_of`).
 
 Table structure (files, columns, row counts) is always exact.
 """
@@ -31,20 +39,19 @@ from typing import Iterable, Sequence
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|\bnan\b|\binf\b")
 _BOOLS = ("True", "False")
 
-# The band around the seeds' values: WIDEN times their range on each side, and at least
-# MIN_WIDTH of the column's typical range (so a cell whose seeds happened to agree is not held
-# to the last digit) and REL_FLOOR of the value itself. Measured on the smoke profile (golden +
-# 4 seeds on an Intel Xeon, AVX-512): the same code on an AMD EPYC (AVX2) and under
-# ATEN_CPU_CAPABILITY=default lands at most 1.8 ranges outside the seeds' values for a mean
-# and 2.4 for a standard deviation over seeds.
+# The band: the values of the golden run and its kernel variants, widened on each side by
+# the largest of WIDEN times their range, the seeds' range, and REL_FLOOR of the value.
+# Measured on the smoke profile (goldens and reference runs on an Intel Xeon, AVX-512), the
+# same code on an AMD EPYC (AVX2) and under ATEN_CPU_CAPABILITY=default (neither of them a
+# reference run) stays inside, and a reversed training loss does not.
 WIDEN = 4.0
-MIN_WIDTH = 0.5
 REL_FLOOR = 0.02
 # A column "<name> std" is a standard deviation over a handful of seeds within one run: itself
 # a noisy number (about 50% relative error over 3 seeds), so its band starts at 0 and reaches
-# STD_WIDEN ranges above the seeds' largest value.
+# STD_WIDEN widths above the largest value.
 STD_SUFFIX = " std"
-STD_WIDEN = 6.0
+STD_WIDEN = 1.5
+KERNEL_PREFIX, SEED_PREFIX = "kernels-", "seed"
 
 
 def trained_columns(columns: Iterable[str], patterns: Sequence[str] | None) -> list[str]:
@@ -84,17 +91,17 @@ def shape_of(text) -> str:
     return _NUMBER.sub("#", s)
 
 
-def band(values: Sequence[float], column_width: float = 0.0,
+def band(kernel_values: Sequence[float], seed_values: Sequence[float] = (),
          std: bool = False) -> tuple[float, float]:
-    """The interval a trained number may legitimately take, from the values the seeds gave
-    (the golden run's included): their range widened on each side by
-    ``max(WIDEN * range, MIN_WIDTH * column_width, REL_FLOOR * max|value|)``; for a
+    """The interval a trained number may take on another machine: the golden run's value and
+    its kernel variants' (``kernel_values``) widened on each side by
+    ``max(WIDEN * their range, the range of seed_values, REL_FLOOR * max|value|)``; for a
     standard-deviation column (``std``) from 0 to ``STD_WIDEN`` such widths above the largest."""
-    lo, hi = min(values), max(values)
-    r = hi - lo
-    width = max(WIDEN * r, MIN_WIDTH * column_width, REL_FLOOR * max(abs(lo), abs(hi)))
+    lo, hi = min(kernel_values), max(kernel_values)
+    seeds = (max(seed_values) - min(seed_values)) if len(seed_values) else 0.0
+    width = max(WIDEN * (hi - lo), seeds, REL_FLOOR * max(abs(lo), abs(hi)))
     if std:
-        return 0.0, hi + STD_WIDEN / WIDEN * width
+        return 0.0, hi + STD_WIDEN * width
     return lo - width, hi + width
 
 
@@ -116,15 +123,17 @@ def declared_trained(ref_dir: Path, name: str) -> list[str]:
 
 
 def spread_dirs(ref_dir: Path) -> list[Path]:
-    """The seed runs recorded beside ``results/<profile>/tables``: ``../spread/seed*/``."""
+    """The reference runs beside ``results/<profile>/tables``: ``../spread/{kernels-*,seed*}/``."""
     base = Path(ref_dir).parent / "spread"
-    return sorted(p for p in base.glob("seed*") if p.is_dir())
+    return sorted(p for p in base.glob("*")
+                  if p.is_dir() and p.name.startswith((KERNEL_PREFIX, SEED_PREFIX)))
 
 
 def compare_tables(new_dir: Path, ref_dir: Path,
                    spread: Sequence[Path] | None = None) -> list[str]:
     """Differences between a run's tables (``new_dir``) and the golden ones (``ref_dir``),
-    one line each; empty when the run matches. ``spread`` defaults to :func:`spread_dirs`."""
+    one line each; empty when the run matches. ``spread``: the reference runs' table folders,
+    named ``kernels-*`` or ``seed*`` (default :func:`spread_dirs`)."""
     new_dir, ref_dir = Path(new_dir), Path(ref_dir)
     spread = spread_dirs(ref_dir) if spread is None else [Path(p) for p in spread]
     new = {p.name for p in new_dir.glob("*.csv")}
@@ -159,18 +168,21 @@ def _compare_one(name: str, a, b, trained: list[str], spread: Sequence[Path]) ->
         return [f"{name}: columns {list(a.columns)} != {list(b.columns)}"]
     if len(a) != len(b):
         return [f"{name}: {len(a)} rows != {len(b)} rows"]
-    seeds = []
+    refs = {KERNEL_PREFIX: [], SEED_PREFIX: []}
     if trained:
         for d in spread:
             if not (d / name).exists():
-                return [f"{name}: has trained columns but no seed run in {d} (make spread)"]
+                return [f"{name}: has trained columns but no reference run in {d} (make spread)"]
             s = _read(d / name)
             if list(s.columns) != list(b.columns) or len(s) != len(b):
-                return [f"{name}: the seed run in {d} has another shape than the golden table "
-                        "(make spread after changing a table)"]
-            seeds.append(s)
-        if not seeds:
-            return [f"{name}: has trained columns but no seed runs to bound them (make spread)"]
+                return [f"{name}: the reference run in {d} has another shape than the golden "
+                        "table (make spread after changing a table)"]
+            kind = KERNEL_PREFIX if d.name.startswith(KERNEL_PREFIX) else SEED_PREFIX
+            refs[kind].append(s)
+        missing = [k for k, v in refs.items() if not v]
+        if missing:
+            return [f"{name}: has trained columns but no {' or '.join(m + '*' for m in missing)} "
+                    "reference runs to bound them (make spread)"]
     problems = []
     for col in a.columns:
         got, want = a[col].tolist(), b[col].tolist()
@@ -178,41 +190,44 @@ def _compare_one(name: str, a, b, trained: list[str], spread: Sequence[Path]) ->
             problems += [f"{name}: row {r}, column {col!r}: {x!r} != {y!r} (exact)"
                          for r, (x, y) in enumerate(zip(got, want)) if x != y]
             continue
-        runs = [want] + [s[col].tolist() for s in seeds]
-        problems += _check_trained(name, col, got, runs)
+        problems += _check_trained(name, col, got, [want] + [s[col].tolist() for s in refs[KERNEL_PREFIX]],
+                                   [s[col].tolist() for s in refs[SEED_PREFIX]])
     return problems
 
 
-def _check_trained(name: str, col: str, got: list, runs: list[list]) -> list[str]:
-    """``runs[0]`` is the golden column, the rest the seed runs' columns."""
-    nums = [[_number(x) for x in run] for run in runs]
-    # the column's typical spread between seeds: the median of its cells' ranges
-    ranges = sorted(max(c) - min(c) for c in
-                    ([run[r] for run in nums] for r in range(len(got)))
-                    if all(v is not None and math.isfinite(v) for v in c))
-    column_width = ranges[len(ranges) // 2] if ranges else 0.0
-    shapes = {shape_of(x) for run in runs for x in run if _number(x) is None}
+def _finite(values) -> list[float]:
+    return [v for v in values if v is not None and math.isfinite(v)]
+
+
+def _check_trained(name: str, col: str, got: list, kernels: list[list],
+                   seeds: list[list]) -> list[str]:
+    """``kernels[0]`` is the golden column, the rest its kernel variants'; ``seeds`` the seed
+    runs' columns."""
+    knum = [[_number(x) for x in run] for run in kernels]
+    snum = [[_number(x) for x in run] for run in seeds]
+    shapes = {shape_of(x) for run in kernels + seeds for x in run if _number(x) is None}
     problems = []
     for r, x in enumerate(got):
         where = f"{name}: row {r}, column {col!r}"
-        gold = nums[0][r]
-        v = _number(x)
+        gold, v = knum[0][r], _number(x)
         if gold is None:                                  # text: a claim, a verdict, a bool
             if v is not None or shape_of(x) not in shapes:
                 problems.append(f"{where}: {x!r} has none of the shapes {sorted(shapes)} (trained)")
             continue
         if v is None:
-            problems.append(f"{where}: {x!r} is not a number (golden {runs[0][r]!r})")
+            problems.append(f"{where}: {x!r} is not a number (golden {kernels[0][r]!r})")
         elif math.isnan(gold) or math.isnan(v):
             if math.isnan(gold) != math.isnan(v):
                 problems.append(f"{where}: {x!r} is {'empty' if math.isnan(v) else 'a number'}, "
-                                f"golden {runs[0][r]!r}")
+                                f"golden {kernels[0][r]!r}")
         elif not math.isfinite(v):
             problems.append(f"{where}: {x!r} is not finite")
         else:
-            vals = [run[r] for run in nums if run[r] is not None and math.isfinite(run[r])]
-            lo, hi = band(vals, column_width, std=col.endswith(STD_SUFFIX))
+            kv = _finite(run[r] for run in knum)
+            sv = _finite([gold] + [run[r] for run in snum])
+            lo, hi = band(kv, sv, std=col.endswith(STD_SUFFIX))
             if not lo <= v <= hi:
                 problems.append(f"{where}: {x} outside [{lo:.6g}, {hi:.6g}], the band of "
-                                f"{len(vals)} seeds (golden {runs[0][r]}) (trained)")
+                                f"{len(kv)} kernel and {len(sv) - 1} seed runs "
+                                f"(golden {kernels[0][r]}) (trained)")
     return problems

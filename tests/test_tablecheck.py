@@ -1,4 +1,5 @@
-"""The cross-machine table check: exact where nothing is trained, the seeds' band where it is."""
+"""The cross-machine table check: exact where nothing is trained, a band from kernel
+variants and seeds where it is."""
 import json
 
 import pandas as pd
@@ -17,12 +18,13 @@ def _table(folder, name, text, trained=None):
 
 @pytest.fixture
 def golden(tmp_path):
-    """A golden table with an exact key column and a trained value, and two seed runs."""
+    """A golden table with an exact key column and trained values, two kernel variants and
+    two seed runs of it."""
     ref = tmp_path / "smoke" / "tables"
     _table(ref, "t", "k,v,ours,holds\nx,1.0,1.000 vs 2.000,False\ny,,a,True\n",
            trained=["v", "ours", "holds"])
-    for seed, v in ((1, "1.2"), (2, "0.9")):
-        _table(tmp_path / "smoke" / "spread" / f"seed{seed}", "t",
+    for run, v in (("kernels-a", "1.2"), ("kernels-b", "0.9"), ("seed1", "1.5"), ("seed2", "0.4")):
+        _table(tmp_path / "smoke" / "spread" / run, "t",
                f"k,v,ours,holds\nx,{v},0.5 vs 3.000,True\ny,,a,False\n")
     return ref
 
@@ -51,14 +53,14 @@ def test_structure_is_exact_missing_new_and_reshaped_tables(tmp_path):
     assert any("2 rows != 1 rows" in p for p in compare_tables(a, b))
 
 
-def test_trained_numbers_pass_inside_the_seeds_band_and_fail_outside(golden, tmp_path):
+def test_trained_numbers_pass_inside_the_band_and_fail_outside(golden, tmp_path):
     new = tmp_path / "new"
-    # seeds 1.0, 1.2, 0.9: range 0.3, band [0.9 - 4 * 0.3, 1.2 + 4 * 0.3] = [-0.3, 2.4]
+    # kernels 1.0, 1.2, 0.9: range 0.3, band [0.9 - 4 * 0.3, 1.2 + 4 * 0.3] = [-0.3, 2.4]
     _table(new, "t", "k,v,ours,holds\nx,2.35,9.1 vs 0.2,True\ny,,a,False\n")
     assert compare_tables(new, golden) == []
     _table(new, "t", "k,v,ours,holds\nx,2.5,1.000 vs 2.000,False\ny,,a,True\n")
     (problem,) = compare_tables(new, golden)
-    assert "row 0" in problem and "outside" in problem and "3 seeds" in problem
+    assert "row 0" in problem and "outside" in problem and "3 kernel and 2 seed runs" in problem
 
 
 def test_trained_cells_keep_their_kind(golden, tmp_path):
@@ -82,35 +84,39 @@ def test_exact_key_columns_of_a_trained_table_stay_exact(golden, tmp_path):
     assert "'k'" in problem and "exact" in problem
 
 
-def test_trained_table_without_seed_runs_is_reported(tmp_path):
+def test_trained_table_without_reference_runs_is_reported(tmp_path):
     ref, new = tmp_path / "p" / "tables", tmp_path / "new"
     _table(ref, "t", "k,v\nx,1\n", trained=["v"])
     _table(new, "t", "k,v\nx,1\n")
     (problem,) = compare_tables(new, ref)
     assert "make spread" in problem
+    _table(tmp_path / "p" / "spread" / "kernels-a", "t", "k,v\nx,1\n")
+    (problem,) = compare_tables(new, ref)
+    assert "seed*" in problem and "make spread" in problem          # kernels alone are not enough
     _table(tmp_path / "p" / "spread" / "seed1", "t", "k,v\nx,1\ny,2\n")
     (problem,) = compare_tables(new, ref)
     assert "another shape" in problem
 
 
-def test_band_is_the_seeds_range_widened_with_floors():
+def test_band_widens_the_kernel_variants_by_their_range_with_floors():
     w = tablecheck.WIDEN
     assert band([1.0, 1.2, 0.9]) == pytest.approx((0.9 - 0.3 * w, 1.2 + 0.3 * w))
-    lo, hi = band([2.0, 2.0])                     # seeds agree: the relative floor
+    lo, hi = band([2.0, 2.0])                     # kernels agree: the relative floor
     assert (lo, hi) == pytest.approx((2.0 - 2.0 * tablecheck.REL_FLOOR, 2.0 + 2.0 * tablecheck.REL_FLOOR))
-    lo, hi = band([0.0, 0.0], column_width=0.2)   # and the column's typical spread
-    assert (lo, hi) == pytest.approx((-0.2 * tablecheck.MIN_WIDTH, 0.2 * tablecheck.MIN_WIDTH))
+    # ... or the seeds' range, e.g. an accuracy that no kernel change moved
+    assert band([0.05, 0.05], [0.05, 0.0, 0.1]) == pytest.approx((-0.05, 0.15))
     # a standard deviation over seeds: from 0, and wider above
-    assert band([0.1, 0.2], std=True) == pytest.approx((0.0, 0.2 + 0.1 * tablecheck.STD_WIDEN))
+    assert band([0.1, 0.2], std=True) == pytest.approx((0.0, 0.2 + 0.1 * w * tablecheck.STD_WIDEN))
 
 
 def test_std_columns_get_the_wider_band_from_zero(tmp_path):
     ref, new = tmp_path / "p" / "tables", tmp_path / "new"
     _table(ref, "t", "k,v,v std\nx,1.0,0.10\n", trained=["v", "v std"])
-    _table(tmp_path / "p" / "spread" / "seed1", "t", "k,v,v std\nx,1.1,0.12\n")
+    _table(tmp_path / "p" / "spread" / "kernels-a", "t", "k,v,v std\nx,1.1,0.12\n")
+    _table(tmp_path / "p" / "spread" / "seed1", "t", "k,v,v std\nx,1.0,0.11\n")
     _table(new, "t", "k,v,v std\nx,1.0,0.0\n")
     assert compare_tables(new, ref) == []
-    _table(new, "t", "k,v,v std\nx,1.0,0.25\n")       # 0.12 + 6 * 0.02 = 0.24
+    _table(new, "t", "k,v,v std\nx,1.0,0.25\n")       # 0.12 + 1.5 * 4 * 0.02 = 0.24
     (problem,) = compare_tables(new, ref)
     assert "'v std'" in problem
 
