@@ -29,7 +29,7 @@ reproduce: venv
 
 ## Unit tests; the smoke pipeline from an empty artifact cache, its tables compared with the
 ## committed results/smoke/tables/ (exact where nothing is trained, within the band of the
-## committed seed runs where it is); notebooks 01-02 rerun from another empty cache, which must
+## committed reference runs where it is); notebooks 01-02 rerun from another empty cache, which must
 ## give byte-identical tables; nbval on the golden notebooks; the browser test when a Chromium
 ## is there. Writes only into git-ignored build/.
 test: venv unit pipeline-check determinism nbval

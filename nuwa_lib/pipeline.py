@@ -178,7 +178,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="results folder instead of results/ (relative to the repository)")
     p.add_argument("--compare-to", metavar="DIR",
                    help="after the run, compare its tables with the golden CSVs in DIR: exact "
-                        "where nothing is trained, within the seeds' band (DIR/../spread) where it is")
+                        "where nothing is trained, within the band of the reference runs in "
+                        "DIR/../spread where it is")
     p.add_argument("--identical-to", metavar="DIR",
                    help="after the run, require each of its tables to be byte-identical to the one "
                         "in DIR (same machine, same seed: the determinism check)")
