@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from .paths import NOTEBOOKS_DIR, REPO_ROOT, resolve, results_dir
 from . import tablecheck
+from .paths import NOTEBOOKS_DIR, REPO_ROOT, resolve, results_dir
 from .profiles import available_profiles, load_profile
 
 KERNEL_NAME = "nuwa"  # registered into .venv by the Makefile

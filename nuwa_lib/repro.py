@@ -13,6 +13,7 @@ import os
 import platform
 import random
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ import numpy as np
 
 from . import __version__
 from .paths import REPO_ROOT, results_dir
+from .tablecheck import trained_columns
 
 
 def seed_everything(seed: int) -> int:
@@ -80,8 +82,6 @@ def _cpu_model() -> str | None:
 
 
 def _cpu_capability() -> str | None:
-    import sys
-
     torch = sys.modules.get("torch")      # never import torch just to describe the machine
     try:
         return torch.backends.cpu.get_cpu_capability() if torch else None
@@ -189,10 +189,8 @@ class Results:
 
         ``trained`` names the columns computed from trained models (shell patterns such
         as ``"FID-*"`` allowed): another CPU rounds those differently, so ``make test``
-        bounds them by the seeds' spread instead of comparing them exactly
+        bounds them by the band of the reference runs instead of comparing them exactly
         (:mod:`nuwa_lib.tablecheck`). Every other column must be reproducible anywhere."""
-        from .tablecheck import trained_columns
-
         name = _check_name(name)
         trained = trained_columns(df.columns, trained)
         path = self.tables_dir / f"{name}.csv"

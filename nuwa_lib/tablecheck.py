@@ -70,11 +70,9 @@ def trained_columns(columns: Iterable[str], patterns: Sequence[str] | None) -> l
     return [c for c in columns if any(fnmatch.fnmatchcase(c, p) for p in patterns)]
 
 
-def _number(x) -> float | None:
-    """The cell as a float, or None for text (an empty cell reads as NaN)."""
-    if isinstance(x, bool):
-        return None
-    if x == "" or x is None:
+def _number(x: str) -> float | None:
+    """A cell (read as text) as a float, or None for text; an empty cell reads as NaN."""
+    if x == "":
         return math.nan
     try:
         return float(x)
