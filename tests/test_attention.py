@@ -17,6 +17,7 @@ from attention_helpers import nearby_cases, outputs_and_grads, qkv
 from nuwa_lib.attention import (count_pairs, masked_attention, nearby_attention, nearby_mask,
                                 attention_mask, block_mask, axial_mask, full_mask,
                                 project_coordinates, plan_nearby)
+from nuwa_lib.attention.reference import reference_attention
 from nuwa_lib.attention.torch_nearby import (DEFAULT_TILING, MAX_TILES_PER_CALL,
                                              torch_nearby_attention)
 
@@ -149,6 +150,67 @@ def test_masked_attention_nearby_equals_nearby_attention():
     a = masked_attention(q, k, v, "nearby", (3, 4, 4), (3, 4, 4), extent=(1, 1, 1), causal=True)
     b = nearby_attention(q, k, v, (3, 4, 4), (3, 4, 4), (1, 1, 1), causal=True)
     torch.testing.assert_close(a, b)
+
+
+# ------------------------------------------------------- fused SDPA for the ablations
+@settings(deadline=None, max_examples=60)
+@given(nearby_cases(), st.sampled_from(["full", "axial", "block", "nearby"]))
+def test_masked_attention_matches_reference_outputs_and_gradients(case, kind):
+    """Every pattern of Fig. 3 through fused SDPA equals the dense reference with that mask,
+    outputs and gradients, with global keys, cross grids and causality."""
+    q_shape, kv_shape, extent, causal, G = case
+    block = (2, 2, 2) if kind == "block" else None
+    q, k, v, gkv = qkv(q_shape, kv_shape, G=G)
+    mask = attention_mask(kind, q_shape, kv_shape, extent=extent, block_size=block, causal=causal)
+    fused = outputs_and_grads(lambda q, k, v, g: masked_attention(
+        q, k, v, kind, q_shape, kv_shape, extent=extent, block_size=block, causal=causal,
+        global_kv=g), q, k, v, gkv)
+    dense = outputs_and_grads(lambda q, k, v, g: reference_attention(q, k, v, mask, g),
+                              q, k, v, gkv)
+    for a, b in zip((fused[0], *fused[1]), (dense[0], *dense[1])):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_masked_attention_uses_the_cheapest_sdpa_form():
+    from nuwa_lib.attention.torch_masked import fused_mask
+    full = fused_mask("full", (2, 3, 3), (2, 3, 3), None, None, False, "cpu", torch.float32, 0)
+    causal = fused_mask("full", (2, 3, 3), (2, 3, 3), None, None, True, "cpu", torch.float32, 0)
+    axial = fused_mask("axial", (2, 3, 3), (2, 3, 3), None, None, True, "cpu", torch.float32, 0)
+    assert full.additive is None and not full.is_causal and full.dense_mask is None
+    assert causal.additive is None and causal.is_causal
+    assert axial.additive.dtype == torch.float32 and not axial.is_causal
+    allowed = axial_mask((2, 3, 3), (2, 3, 3), causal=True)
+    assert torch.equal(axial.additive == 0, allowed)
+    assert axial is fused_mask("axial", (2, 3, 3), (2, 3, 3), None, None, True, "cpu",
+                               torch.float32, 0)
+
+
+def test_masked_attention_gives_zero_to_a_query_without_keys():
+    """A pattern that leaves a query without keys (not one of Fig. 3's, built here by a causal
+    cross-attention of a later grid) goes to the reference, which returns 0 for that row."""
+    from nuwa_lib.attention import torch_masked
+    q, k, v, _ = qkv((1, 2, 2), (1, 2, 2))
+    empty = torch.tensor([[False] * 4, [True] * 4, [True] * 4, [True] * 4])
+    original = torch_masked.attention_mask
+    torch_masked.attention_mask = lambda *a, **kw: empty
+    torch_masked.fused_mask.cache_clear()
+    try:
+        out = masked_attention(q, k, v, "axial", (1, 2, 2), (1, 2, 2))
+    finally:
+        torch_masked.attention_mask = original
+        torch_masked.fused_mask.cache_clear()
+    assert torch.equal(out[:, :, 0], torch.zeros_like(out[:, :, 0]))
+    torch.testing.assert_close(out, reference_attention(q, k, v, empty))
+
+
+def test_masked_attention_rejects_a_bad_block_size():
+    q, k, v, _ = qkv((1, 2, 2), (1, 2, 2))
+    with pytest.raises(ValueError, match="block_size"):
+        masked_attention(q, k, v, "block", (1, 2, 2), (1, 2, 2), block_size=(1, 0, 2))
+    with pytest.raises(ValueError, match="block_size is required"):
+        masked_attention(q, k, v, "block", (1, 2, 2), (1, 2, 2))
+    with pytest.raises(ValueError, match="extent is required"):
+        masked_attention(q, k, v, "nearby", (1, 2, 2), (1, 2, 2))
 
 
 # -------------------------------------------------------------------- torch backend

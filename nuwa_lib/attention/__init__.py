@@ -24,6 +24,7 @@ from .masks import (MASK_KINDS, attention_mask, axial_mask, block_mask, check_ca
                     check_extent, check_shape, count_pairs, full_mask, grid_coordinates,
                     nearby_mask, project_coordinates, resolve_extent)
 from .reference import reference_attention, reference_nearby_attention
+from .torch_masked import torch_masked_attention
 from .torch_nearby import plan_nearby, torch_nearby_attention
 
 BACKENDS = ("auto", "reference", "torch", "triton")
@@ -32,7 +33,8 @@ __all__ = [
     "BACKENDS", "MASK_KINDS", "nearby_attention", "masked_attention", "count_pairs",
     "attention_mask", "nearby_mask", "full_mask", "block_mask", "axial_mask",
     "project_coordinates", "grid_coordinates", "resolve_extent", "reference_attention",
-    "reference_nearby_attention", "torch_nearby_attention", "plan_nearby",
+    "reference_nearby_attention", "torch_nearby_attention", "torch_masked_attention",
+    "plan_nearby",
     "triton_nearby_attention", "validate_attention_args",
 ]
 
@@ -143,16 +145,19 @@ def nearby_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_shape,
 def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask_kind: str, q_shape,
                      kv_shape, *, extent=None, block_size=None, causal: bool = False,
                      global_kv: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
-    """Attention restricted by one of the sparse patterns of Fig. 3 (dense reference path).
+    """Attention restricted by one of the sparse patterns of Fig. 3, through fused SDPA.
 
     ``mask_kind`` in :data:`MASK_KINDS`: ``full``, ``block`` (needs ``block_size``),
     ``axial``, ``nearby`` (needs ``extent``). Used by the ablations (Tables 1 and 6), which
-    compare the patterns at equal semantics; for fast 3DNA use :func:`nearby_attention`.
+    compare the patterns at equal semantics: each runs as one SDPA call with its mask (see
+    :mod:`.torch_masked`), so a row costs what dense attention with that pattern costs; for
+    fast 3DNA (only the window's keys visited) use :func:`nearby_attention`.
     """
     if mask_kind not in MASK_KINDS:
         raise ValueError(f"mask_kind must be one of {MASK_KINDS}, got {mask_kind!r}")
     q_shape, kv_shape, extent = validate_attention_args(q, k, v, q_shape, kv_shape, extent,
                                                         causal, global_kv)
-    mask = attention_mask(mask_kind, q_shape, kv_shape, extent=extent, block_size=block_size,
-                          causal=causal, device=q.device)
-    return reference_attention(q, k, v, mask, None if global_kv is None else tuple(global_kv))
+    if block_size is not None:
+        block_size = check_shape("block_size", block_size)
+    return torch_masked_attention(q, k, v, mask_kind, q_shape, kv_shape, extent, block_size,
+                                  causal, None if global_kv is None else tuple(global_kv))

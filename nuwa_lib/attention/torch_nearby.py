@@ -262,18 +262,18 @@ def _windows(x: torch.Tensor, n: int, length: int, step: int) -> torch.Tensor:
     return x.unfold(1, length, step).permute(1, 0, 3, 2)
 
 
-def _sdpa(q, k, v, mask):
+def _sdpa(q, k, v, mask, is_causal: bool = False):
     """Fused SDPA. PyTorch 2.14's bf16 CPU kernel takes its AMX path whenever the hardware has
     AMX, even when ``ATEN_CPU_CAPABILITY`` lowers ATen's kernels below it (as ``make
     test-other-cpu`` does), and then fails with "pack_vnni2 is only supported when avx512 is
     supported"; the math kernel computes the same attention."""
     try:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
     except RuntimeError as err:
         if q.device.type != "cpu" or "pack_vnni2" not in str(err):
             raise
     with sdpa_kernel(SDPBackend.MATH):
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
 
 
 def torch_nearby_attention(q, k, v, q_shape, kv_shape, extent, causal=False, global_kv=None,
