@@ -356,3 +356,32 @@ def task_loss_curves(curves: dict, smooth: int = 1, reference: float | None = No
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def study_curves(rows, panels, *, x: str = "TFLOP", line: str = "arm", by: str = "task",
+                 logx: bool = True, size=(3.4, 2.8)):
+    """Learning curves of a study (``nuwa_lib.study`` rows): one subplot row per value of
+    ``by`` (e.g. the task), one column per panel ``(y, ylabel, ceiling)`` where ``ceiling``
+    names a column drawn as a dashed line (or None); one line per value of ``line``."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    groups = list(dict.fromkeys(df[by]))
+    fig, axes = plt.subplots(len(groups), len(panels), squeeze=False,
+                             figsize=(size[0] * len(panels), size[1] * len(groups)))
+    for ax_row, g in zip(axes, groups):
+        part = df[df[by] == g]
+        for ax, (y, ylabel, ceiling) in zip(ax_row, panels):
+            for name in dict.fromkeys(part[line]):
+                arm = part[part[line] == name].sort_values(x)
+                ax.plot(arm[x], arm[y], marker="o", ms=3, lw=1.2, label=name)
+            if ceiling is not None:
+                ax.axhline(float(part[ceiling].iloc[0]), ls="--", c="grey", lw=1,
+                           label="ceiling (real, through the VQ-GAN)")
+            if logx:
+                ax.set_xscale("log")
+            ax.set(title=f"{g}: {ylabel}", xlabel=x, ylabel=ylabel)
+            ax.grid(alpha=0.3)
+        ax_row[0].legend(fontsize=6)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,459 @@
+"""How NÜWA and its tokenizer learn the world: learning curves against training compute.
+
+The paper trains at one scale and reports where it ended (Sec. 4.1); at toy scale the question
+comes first: how much compute does a model of a given width need before its samples say what
+their prompts say, and where does the tokenizer cap that? The study answers it on the world,
+with the judges of notebook 01 (DESIGN §7) and the profile's ``study:`` section:
+
+* **model arms** -- one task (T2I or T2V) trained from scratch at a width (``dim``), batch size
+  and learning rate; at a few steps along the run (geometrically spaced, the last one the end
+  of the schedule) the validation loss (mean cross-entropy per target token on the ``val``
+  split), and the judges' Acc and CLIPSIM of samples for held-out ``test`` prompts, beside the
+  same prompts' real pictures through the VQ-GAN (the ceiling a model writing those tokens can
+  reach);
+* **tokenizer arms** -- the profile's image tokenizer (notebook 02) at a ``width`` trained for
+  ``steps``; at points along the run the world classifier's Acc on held-out test pictures
+  after the VQ-GAN, against the same pictures before it, and the share of shapes it still
+  reads.
+
+Intermediate points are read off one run whose schedule (warm-up, cosine decay) spans the
+whole run, as learning curves usually are; only the last point is a finished run. Training
+compute is counted, not timed: 6 x (the encoder's linear weights x condition tokens + the
+decoder's and output layer's linear weights x target tokens) per sample (forward and
+backward; attention scores, windowed and small here, are left out). Each arm is a pure
+function of its config and seed, cached as JSON under ``artifacts/<profile>/study/``, and
+arms run ``workers`` at a time in separate processes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Mapping, Sequence
+
+import torch
+import torch.nn as nn
+
+from . import checkpoint, datasets, metrics, repro, tasks as T, vqgan
+from .paths import artifacts_dir
+
+STUDY_VERSION = 1
+TASKS = ("T2I", "T2V")
+SECTION_KEYS = {"threads", "workers", "targets", "points", "prompts", "val", "data_size", "top_k",
+                "temperature", "models", "tokenizers"}
+
+
+@dataclass(frozen=True)
+class ModelArm:
+    """One task from scratch at a width, batch size and learning rate, for ``steps``."""
+    task: str
+    dim: int
+    batch_size: int
+    lr: float
+    steps: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.task} d={self.dim} b={self.batch_size} lr={self.lr:g}"
+
+
+@dataclass(frozen=True)
+class TokenizerArm:
+    """The profile's image tokenizer at ``width`` channels, trained for ``steps``."""
+    width: int
+    steps: int
+
+    @property
+    def label(self) -> str:
+        return f"tokenizer width={self.width}"
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    models: tuple
+    tokenizers: tuple
+    points: int = 4            # evaluation points per arm
+    prompts: int = 64          # held-out test prompts sampled per point
+    val: int = 256             # validation samples for the loss
+    data_size: int = 4000      # training samples tokenized per task
+    temperature: float = 1.0
+    top_k: int | None = 32
+    workers: int = 1           # arms at once, one process each (wall time only)
+    threads: int = 1           # torch threads per arm (speed only)
+    targets: tuple = ()        # ((task, share of the ceiling's Acc the model should reach), ...)
+
+    @classmethod
+    def from_profile(cls, cfg: Mapping[str, Any]) -> "StudyConfig":
+        section = dict(cfg.get("study") or {})
+        if not section:
+            raise ValueError("the profile has no study: section (model and tokenizer arms)")
+        unknown = set(section) - SECTION_KEYS
+        if unknown:
+            raise ValueError(f"study: unknown key(s) {sorted(unknown)}; allowed: "
+                             f"{', '.join(sorted(SECTION_KEYS))}")
+        models = tuple(_arm(ModelArm, f"study.models[{i}]", a)
+                       for i, a in enumerate(section.pop("models", None) or []))
+        toks = tuple(_arm(TokenizerArm, f"study.tokenizers[{i}]", a)
+                     for i, a in enumerate(section.pop("tokenizers", None) or []))
+        for i, a in enumerate(models):
+            if a.task not in TASKS:
+                raise ValueError(f"study.models[{i}].task must be one of {TASKS}, got {a.task!r}")
+        targets = section.pop("targets", None) or {}
+        if not isinstance(targets, Mapping) or any(
+                t not in TASKS or not isinstance(v, (int, float)) or not 0 < v <= 1
+                for t, v in targets.items()):
+            raise ValueError(f"study.targets must map tasks of {TASKS} to shares in (0, 1], "
+                             f"got {targets!r}")
+        c = cls(models=models, tokenizers=toks, targets=tuple(sorted(targets.items())),
+                **section)
+        for name in ("points", "prompts", "val", "data_size", "workers", "threads"):
+            v = getattr(c, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"study.{name} must be a positive integer, got {v!r}")
+        return c
+
+    def eval_key(self) -> dict:
+        """What an arm's numbers depend on besides the arm (not workers or threads)."""
+        return {k: v for k, v in asdict(self).items()
+                if k not in ("models", "tokenizers", "workers", "threads", "targets")}
+
+
+def _arm(kind, where: str, values) -> Any:
+    names = [f for f in kind.__dataclass_fields__]
+    if not isinstance(values, Mapping) or set(values) != set(names):
+        raise ValueError(f"{where} must set exactly {names}, got {values!r}")
+    arm = kind(**values)
+    for f in names:
+        v = getattr(arm, f)
+        if f == "lr":
+            if not isinstance(v, (int, float)) or v <= 0:
+                raise ValueError(f"{where}.lr must be a positive number, got {v!r}")
+        elif f != "task" and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise ValueError(f"{where}.{f} must be a positive integer, got {v!r}")
+    return arm
+
+
+def eval_steps(steps: int, points: int) -> list:
+    """``points`` steps of a run of ``steps``, geometrically spaced, the last one ``steps``."""
+    if points < 1 or steps < 1:
+        raise ValueError(f"need steps >= 1 and points >= 1, got {steps}, {points}")
+    first = max(1, steps // 2 ** (points - 1))
+    out = sorted({int(round(first * (steps / first) ** (i / max(1, points - 1))))
+                  for i in range(points)})
+    out[-1] = steps
+    return out
+
+
+def _linear_weights(module: nn.Module) -> int:
+    return sum(m.weight.numel() for m in module.modules() if isinstance(m, nn.Linear))
+
+
+def flops_per_sample(model, cond_tokens: int, target_tokens: int) -> int:
+    """Training FLOPs of one sample (forward + backward, linear layers only, see above)."""
+    enc = sum(_linear_weights(layer) for layer in model.encoder)
+    dec = sum(_linear_weights(layer) for layer in model.decoder)
+    out = 0 if model.to_logits is None else model.to_logits.weight.numel()
+    return 6 * (enc * cond_tokens + (dec + out) * target_tokens)
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(checkpoint.canonical(obj), sort_keys=True)
+                          .encode()).hexdigest()[:12]
+
+
+# ---------------------------------------------------------------------- model arms
+def _model_plan(cfg, arm: ModelArm, sc: StudyConfig, tokenizers):
+    from . import train
+
+    return train.plan(cfg, (arm.task,), model_overrides={"dim": arm.dim},
+                      train_overrides={"steps": arm.steps, "batch_size": arm.batch_size,
+                                       "lr": arm.lr, "data_size": sc.data_size},
+                      tokenizers=tokenizers, progress=False)
+
+
+def _val_loss(trainer, data) -> float:
+    total, n = 0.0, len(data)
+    with torch.no_grad():
+        trainer.net.eval()
+        for i in range(0, n, 64):
+            idx = list(range(i, min(n, i + 64)))
+            total += float(trainer.loss(data.batch(idx))) * len(idx)
+    return total / n
+
+
+def _readout(judges, pixels, captions, video: bool) -> dict:
+    pix = pixels if video else pixels[:, 0]
+    agree = metrics.attribute_agreement(judges.video if video else judges.classifier, pix,
+                                        captions)
+    return {"Acc": agree["all"], "colour": agree.get("colour"), "shape": agree.get("shape"),
+            "CLIPSIM": metrics.clipsim(judges.clip, pix, captions)}
+
+
+def model_curve(cfg, arm: ModelArm, sc: StudyConfig, judges, tokenizers, *,
+                progress=False) -> list:
+    """The rows of one model arm: one per evaluation step (see the module docstring)."""
+    from . import generate, train
+
+    p = _model_plan(cfg, arm, sc, tokenizers)
+    ws = datasets.world_settings(cfg)
+    data = train.build_data(p.tasks, p.roles, tokenizers, sc.data_size, profile=p.profile,
+                            progress=progress, **ws)
+    role = p.roles[arm.task]
+    val = datasets.task_data(arm.task, role, "val", sc.val, tokenizers, profile=p.profile, **ws)
+    test = datasets.task_data(arm.task, role, "test", sc.prompts, tokenizers, profile=p.profile,
+                              **ws)
+    tr = train.Trainer(p.model_config, p.config, data)
+    first = test.batch([0])
+    per_sample = flops_per_sample(tr.model, first.cond.tokens.shape[1], first.target[0].numel())
+    video = T.get_task(arm.task).target == "video"
+    rows, ceiling = [], None
+    for step in eval_steps(arm.steps, sc.points):
+        tr.run(until=step, progress=progress)
+        g = generate.generate(tr.model, test, range(sc.prompts), tokenizers.visual,
+                              temperature=sc.temperature, top_k=sc.top_k, seed=p.config.seed)
+        if ceiling is None:
+            ceiling = _readout(judges, g.real, g.captions, video)
+        got = _readout(judges, g.samples, g.captions, video)
+        rows.append({"task": arm.task, "dim": arm.dim, "batch": arm.batch_size, "lr": arm.lr,
+                     "steps": arm.steps, "step": step, "parameters": sum(
+                         q.numel() for q in tr.model.parameters()),
+                     "samples": step * arm.batch_size,
+                     "TFLOP": step * arm.batch_size * per_sample / 1e12,
+                     "val loss": _val_loss(tr, val), **got,
+                     **{f"ceiling {k}": v for k, v in ceiling.items()},
+                     "Acc / ceiling": got["Acc"] / ceiling["Acc"] if ceiling["Acc"] else None,
+                     "prompts": sc.prompts})
+    return rows
+
+
+# ------------------------------------------------------------------ tokenizer arms
+def _tokenizer_config(cfg, arm: TokenizerArm) -> vqgan.VQConfig:
+    section = cfg.get("vqgan") or {}
+    base = vqgan.configs_from_profile(cfg)[section.get("tokenizer")]
+    return replace(base, width=arm.width, steps=arm.steps)
+
+
+def tokenizer_curve(cfg, arm: TokenizerArm, sc: StudyConfig, judges, *, progress=False) -> list:
+    """The rows of one tokenizer arm: the classifier's reading of held-out test pictures
+    before and after the VQ-GAN, at each evaluation step."""
+    config = _tokenizer_config(cfg, arm)
+    ws = datasets.world_settings(cfg)
+    jcanvas = ws["canvas"]
+    pics = vqgan.heldout_pictures(config, sc.prompts)
+    caps = datasets.captions_of("mscoco", "test", range(sc.prompts), **ws)
+    raw = metrics.attribute_agreement(judges.classifier, vqgan.downsample(pics, jcanvas), caps)
+    tr = vqgan.Trainer(config, judges.classifier, jcanvas)
+    rows = []
+    for step in eval_steps(arm.steps, sc.points):
+        tr.run(until=step, progress=progress)
+        rec = vqgan.reconstruct(tr.model, pics)
+        got = metrics.attribute_agreement(judges.classifier, vqgan.downsample(rec, jcanvas), caps)
+        rows.append({"width": arm.width, "steps": arm.steps, "step": step,
+                     "parameters": sum(q.numel() for q in tr.model.parameters()),
+                     "Acc before": raw["all"], "Acc after": got["all"],
+                     "Acc after / before": got["all"] / raw["all"] if raw["all"] else None,
+                     "shape before": raw["shape"], "shape after": got["shape"],
+                     "colour after": got["colour"], "SSIM": metrics.ssim(pics, rec),
+                     "pictures": sc.prompts})
+    return rows
+
+
+# --------------------------------------------------------------------------- runs
+def _identity(cfg, kind: str, arm, sc: StudyConfig, tokenizers=None) -> tuple:
+    """(cache path, key) of an arm: its config, the study's evaluation settings, the judges
+    and (model arms) the training run's hash, which covers the tokenizers and the world."""
+    from . import judges as J
+
+    jcfg = J.JudgesConfig.from_profile(cfg)
+    key = {"version": STUDY_VERSION, "kind": kind, "arm": asdict(arm), "eval": sc.eval_key(),
+           "judges": {n: J.config_hash(n, jcfg) for n in ("classifier", "clip", "video")}}
+    if kind == "model":
+        key["run"] = _model_plan(cfg, arm, sc, tokenizers).hash
+    else:
+        config = _tokenizer_config(cfg, arm)
+        key["tokenizer"] = vqgan.config_hash(config, key["judges"]["classifier"])
+    profile = cfg.get("name")
+    name = arm.label.replace(" ", "_").replace("=", "")
+    return artifacts_dir(profile) / "study" / f"{name}-{_hash(key)}.json", key
+
+
+def _run_arm(cfg, kind: str, arm, tokenizers=None, progress=False) -> list:
+    """One arm's rows, from the cache or computed (and cached)."""
+    from . import judges as J
+
+    sc = StudyConfig.from_profile(cfg)
+    if kind == "model" and tokenizers is None:
+        tokenizers = datasets.profile_tokenizers(cfg, sketch=False, progress=False)
+    path, key = _identity(cfg, kind, arm, sc, tokenizers)
+    if path.exists():
+        try:
+            payload = json.loads(path.read_text())
+            if payload.get("key") == checkpoint.canonical(key):
+                return payload["rows"]
+        except (OSError, ValueError, KeyError):
+            pass
+        raise checkpoint.CheckpointError(f"{path}: not a study result of this arm (corrupt or "
+                                         f"another config); delete it to rerun the arm")
+    torch.set_num_threads(sc.threads)
+    judges = J.get_judges(cfg, names=("classifier", "clip", "video"), progress=False)
+    if kind == "model":
+        rows = model_curve(cfg, arm, sc, judges, tokenizers, progress=progress)
+    else:
+        rows = tokenizer_curve(cfg, arm, sc, judges, progress=progress)
+    repro.write_json(path, {"key": checkpoint.canonical(key), "rows": rows})
+    return rows
+
+
+def run_study(cfg, *, tokenizers=None, progress=True) -> dict:
+    """{"models": rows, "tokenizers": rows} of every arm of the profile's ``study:``, the
+    missing arms computed ``workers`` at a time (costliest first), the rest from the cache."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    import multiprocessing
+
+    from tqdm.auto import tqdm
+
+    from .judges import show_progress
+
+    from . import judges as J
+
+    sc = StudyConfig.from_profile(cfg)
+    # the judges and the profile's tokenizers first, here, so workers only read their caches
+    J.get_judges(cfg, names=("classifier", "clip", "video"), progress=progress)
+    if tokenizers is None:
+        tokenizers = datasets.profile_tokenizers(cfg, sketch=False, progress=progress)
+    arms = [("tokenizer", a) for a in sc.tokenizers] + [("model", a) for a in sc.models]
+    missing = [(k, a) for k, a in arms if not _identity(cfg, k, a, sc, tokenizers)[0].exists()]
+    missing.sort(key=lambda ka: -_cost(cfg, *ka))
+    bar = tqdm(total=len(arms), initial=len(arms) - len(missing), file=sys.stderr,
+               desc="study arms", disable=not show_progress(progress))
+    if missing and sc.workers > 1:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(min(sc.workers, len(missing)), mp_context=ctx) as pool:
+            futures = {pool.submit(_run_arm, dict(cfg), k, a, tokenizers): a for k, a in missing}
+            for f in as_completed(futures):
+                f.result()
+                bar.set_postfix_str(futures[f].label)
+                bar.update(1)
+    else:
+        for k, a in missing:
+            bar.set_postfix_str(a.label)
+            _run_arm(cfg, k, a, tokenizers, progress=progress)
+            bar.update(1)
+    bar.close()
+    rows = {"models": [], "tokenizers": []}
+    for k, a in arms:
+        rows["models" if k == "model" else "tokenizers"] += _run_arm(cfg, k, a, tokenizers)
+    return rows
+
+
+def _cost(cfg, kind: str, arm) -> float:
+    """A rough relative cost, to start the long arms first (wall time only)."""
+    if kind == "tokenizer":
+        return arm.steps * arm.width ** 2 * 8.0
+    tokens = 512 if arm.task == "T2V" else 64
+    return arm.steps * arm.batch_size * tokens * arm.dim ** 2 / 1e3
+
+
+# ------------------------------------------------------------------------ reading
+def final_rows(rows: Sequence[Mapping], keys=("task", "dim", "batch", "lr")) -> list:
+    """The last point of every arm."""
+    last: dict = {}
+    for r in rows:
+        k = tuple(r[c] for c in keys)
+        if k not in last or r["step"] > last[k]["step"]:
+            last[k] = r
+    return list(last.values())
+
+
+def best_arm(rows: Sequence[Mapping], task: str, by: str = "Acc / ceiling") -> Mapping:
+    """The finished arm of ``task`` with the highest ``by`` (ties: the lower val loss, then
+    the lower compute)."""
+    finished = [r for r in final_rows(rows) if r["task"] == task]
+    if not finished:
+        raise ValueError(f"the study has no arm of task {task!r}")
+    return max(finished, key=lambda r: (_value(r[by]), -r["val loss"], -r["TFLOP"]))
+
+
+def _value(x) -> float:
+    """A ratio that may be undefined (None: a ceiling of 0) as a number that sorts last."""
+    return -1.0 if x is None or not math.isfinite(x) else float(x)
+
+
+def compute_to_reach(rows: Sequence[Mapping], task: str, target: float,
+                     by: str = "Acc / ceiling") -> float | None:
+    """The least training compute (TFLOP) at which any point of ``task`` reached ``target``
+    of ``by``; None when no point did."""
+    hits = [r["TFLOP"] for r in rows if r["task"] == task and _value(r[by]) >= target]
+    return min(hits) if hits else None
+
+
+def extrapolate(rows: Sequence[Mapping], arm: Mapping, target: float,
+                by: str = "Acc / ceiling") -> float | None:
+    """Compute (TFLOP) at which ``arm``'s curve would reach ``target`` of ``by`` if it kept
+    the log-linear slope of its last two points; None when it does not rise there."""
+    pts = sorted(((r["TFLOP"], r[by]) for r in rows
+                  if all(r[k] == arm[k] for k in ("task", "dim", "batch", "lr"))),
+                 key=lambda p: p[0])
+    if len(pts) < 2 or any(_value(v) < 0 for _, v in pts[-2:]):
+        return None
+    (c0, v0), (c1, v1) = pts[-2:]
+    slope = (v1 - v0) / math.log10(c1 / c0)
+    if v1 >= target:
+        return c1
+    if slope <= 0:
+        return None
+    return c1 * 10 ** ((target - v1) / slope)
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{x:.2f}"
+
+
+def findings(model_rows: Sequence[Mapping], tokenizer_rows: Sequence[Mapping],
+             cfg: Mapping[str, Any], targets: Mapping[str, float]) -> str:
+    """What the study's numbers show, as Markdown bullets written from the rows (nothing
+    typed by hand): per task the best finished arm, the widths and the batch / learning-rate
+    variants at their last point, when ``targets[task]`` (a share of the ceiling's Acc) was
+    or would be reached; per tokenizer width its Acc after / before and shapes kept; and how
+    the profile's own model and tokenizer compare."""
+    out = []
+    model = cfg.get("model") or {}
+    for task in dict.fromkeys(r["task"] for r in model_rows):
+        done = sorted((r for r in final_rows(model_rows) if r["task"] == task),
+                      key=lambda r: (r["batch"], r["lr"], r["dim"]))
+        best = best_arm(model_rows, task)
+        arms = "; ".join(f"d={r['dim']}, batch {r['batch']}, lr {r['lr']:g}: Acc/ceiling "
+                         f"{_pct(r['Acc / ceiling'])}, CLIPSIM {r['CLIPSIM']:.3f}, val loss "
+                         f"{r['val loss']:.3f} at {r['TFLOP']:.3g} TFLOP" for r in done)
+        out.append(f"* **{task}** (ceiling on the same {best['prompts']} prompts: Acc "
+                   f"{best['ceiling Acc']:.3f}, CLIPSIM {best['ceiling CLIPSIM']:.3f}). "
+                   f"At the end of each run: {arms}.")
+        out.append(f"  Best: d={best['dim']}, batch {best['batch']}, lr {best['lr']:g} "
+                   f"(Acc/ceiling {_pct(best['Acc / ceiling'])}).")
+        target = targets.get(task)
+        if target is not None:
+            reached = compute_to_reach(model_rows, task, target)
+            if reached is not None:
+                out.append(f"  The target Acc ≥ {target:g} × ceiling was first reached at "
+                           f"{reached:.3g} TFLOP.")
+            else:
+                guess = extrapolate(model_rows, best, target)
+                tail = ("its curve does not rise at the end, so no extrapolation is made"
+                        if guess is None else f"extrapolating its last two points "
+                        f"(log-linear) gives about {guess:.3g} TFLOP, "
+                        f"{guess / best['TFLOP']:.1f}× the best arm's compute")
+                out.append(f"  No point reached the target Acc ≥ {target:g} × ceiling; "
+                           f"{tail}.")
+        if model.get("dim") is not None:
+            out.append(f"  The profile's model has d={model['dim']}.")
+    width = ((cfg.get("vqgan") or {}).get("common") or {}).get("width")
+    for r in final_rows(tokenizer_rows, keys=("width",)):
+        out.append(f"* **Tokenizer, width {r['width']}** after {r['step']} steps: Acc "
+                   f"{r['Acc after']:.3f} after the VQ-GAN against {r['Acc before']:.3f} "
+                   f"before ({_pct(r['Acc after / before'])} of it); shapes read "
+                   f"{r['shape after']:.3f} (before {r['shape before']:.3f}); SSIM "
+                   f"{r['SSIM']:.3f}." + (" This is the profile's width." if r['width'] == width
+                                           else ""))
+    return "\n".join(out)

@@ -1,0 +1,149 @@
+"""The compute-allocation study (nuwa_lib.study, notebook 15): its configuration, the
+evaluation steps, the compute count, one arm of each kind end to end on tiny untrained parts,
+the cache, and the findings written from the rows."""
+import copy
+import json
+import math
+
+import pytest
+import torch
+
+from nuwa_lib import checkpoint, judges as J, profiles, study
+from task_helpers import tiny_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def smoke(**study_overrides):
+    cfg = copy.deepcopy(profiles.load_profile("smoke"))
+    cfg["study"].update(study_overrides)
+    return cfg
+
+
+def test_every_profile_has_a_valid_study():
+    for name in ("smoke", "mini", "paper"):
+        sc = study.StudyConfig.from_profile(profiles.load_profile(name))
+        assert sc.models and sc.tokenizers
+        assert dict(sc.targets) == {"T2I": 0.5, "T2V": 0.4}
+
+
+@pytest.mark.parametrize("section, match", [
+    ({"models": [{"task": "S2V", "dim": 8, "batch_size": 2, "lr": 1e-3, "steps": 2}]}, "task"),
+    ({"models": [{"task": "T2I", "dim": 8, "batch_size": 2, "lr": 1e-3}]}, "exactly"),
+    ({"models": [{"task": "T2I", "dim": 0, "batch_size": 2, "lr": 1e-3, "steps": 2}]}, "dim"),
+    ({"models": [{"task": "T2I", "dim": 8, "batch_size": 2, "lr": -1, "steps": 2}]}, "lr"),
+    ({"prompts": 0}, "prompts"),
+    ({"targets": {"T2I": 2.0}}, "targets"),
+    ({"colour": 1}, "unknown"),
+])
+def test_bad_study_sections_name_the_problem(section, match):
+    with pytest.raises(ValueError, match=match):
+        study.StudyConfig.from_profile(smoke(**section))
+    cfg = smoke()
+    del cfg["study"]
+    with pytest.raises(ValueError, match="no study"):
+        study.StudyConfig.from_profile(cfg)
+
+
+def test_eval_steps_are_geometric_and_end_at_the_run():
+    assert study.eval_steps(2000, 5) == [125, 250, 500, 1000, 2000]
+    assert study.eval_steps(10, 2) == [5, 10]
+    assert study.eval_steps(3, 5) == [1, 2, 3]
+    assert study.eval_steps(7, 1) == [7]
+    with pytest.raises(ValueError):
+        study.eval_steps(0, 2)
+
+
+def test_flops_per_sample_counts_the_linear_layers():
+    m = tiny_model()
+    d, f = m.config.dim, m.config.ffn_dim
+    enc = 4 * d * d + 2 * d * f                  # q, k, v, out + the FFN's two layers
+    dec = 8 * d * d + 2 * d * f                  # self- and cross-attention + FFN
+    out = d * m.config.codebook_size
+    assert study.flops_per_sample(m, 32, 64) == 6 * (enc * 32 + (dec + out) * 64)
+
+
+def _untrained_judges(cfg):
+    jcfg = J.JudgesConfig.from_profile(cfg)
+    nets = {n: J.build(n, jcfg).eval() for n in ("classifier", "clip", "video")}
+    return J.Judges(**nets, segmenter=None, config=jcfg, paths={}, info={})
+
+
+@pytest.fixture
+def tiny_study(tmp_path, monkeypatch, toks):
+    monkeypatch.setenv("NUWA_ARTIFACTS_DIR", str(tmp_path))
+    cfg = smoke(points=2, prompts=2, val=3, data_size=4, top_k=8,
+                models=[{"task": "T2I", "dim": 16, "batch_size": 2, "lr": 1e-3, "steps": 2}],
+                tokenizers=[{"width": 4, "steps": 2}])
+    cfg["model"]["codebook_size"] = toks.visual.config.codebook    # the tiny tokenizer's codes
+    return cfg, study.StudyConfig.from_profile(cfg), _untrained_judges(cfg), toks
+
+
+def test_a_model_arm_gives_one_deterministic_row_per_point(tiny_study):
+    cfg, sc, judges, toks = tiny_study
+    arm = sc.models[0]
+    a = study.model_curve(cfg, arm, sc, judges, toks)
+    b = study.model_curve(cfg, arm, sc, judges, toks)
+    assert a == b
+    assert [r["step"] for r in a] == [1, 2]
+    assert [r["samples"] for r in a] == [2, 4]
+    assert a[1]["TFLOP"] == pytest.approx(2 * a[0]["TFLOP"])
+    for r in a:
+        assert math.isfinite(r["val loss"]) and 0 <= r["Acc"] <= 1 and r["prompts"] == 2
+        assert r["ceiling Acc"] == a[0]["ceiling Acc"]       # same prompts, same ceiling
+
+
+def test_a_tokenizer_arm_reads_pictures_before_and_after(tiny_study):
+    cfg, sc, judges, _ = tiny_study
+    rows = study.tokenizer_curve(cfg, sc.tokenizers[0], sc, judges)
+    assert [r["step"] for r in rows] == [1, 2]
+    assert rows[0]["Acc before"] == rows[1]["Acc before"]
+    assert all(0 <= r["Acc after"] <= 1 and -1 <= r["SSIM"] <= 1 for r in rows)
+
+
+def test_an_arm_is_cached_and_a_foreign_cache_file_is_refused(tiny_study, monkeypatch):
+    cfg, sc, judges, toks = tiny_study
+    monkeypatch.setattr(J, "get_judges", lambda *a, **kw: judges)
+    arm = sc.tokenizers[0]
+    rows = study._run_arm(cfg, "tokenizer", arm)
+    path, key = study._identity(cfg, "tokenizer", arm, sc)
+    assert json.loads(path.read_text())["rows"] == rows
+    assert study._run_arm(cfg, "tokenizer", arm) == rows
+    path.write_text("{not json")
+    with pytest.raises(checkpoint.CheckpointError, match="delete it"):
+        study._run_arm(cfg, "tokenizer", arm)
+
+
+def _row(task, dim, step, tflop, acc, ceiling=0.5, batch=16, lr=1e-3):
+    return {"task": task, "dim": dim, "batch": batch, "lr": lr, "step": step, "TFLOP": tflop,
+            "val loss": 3.0 - acc, "Acc": acc, "CLIPSIM": 0.4, "ceiling Acc": ceiling,
+            "ceiling CLIPSIM": 0.8, "Acc / ceiling": acc / ceiling, "prompts": 64}
+
+
+def test_reading_the_rows():
+    rows = [_row("T2I", 64, 100, 1.0, 0.05), _row("T2I", 64, 1000, 10.0, 0.15),
+            _row("T2I", 128, 100, 3.0, 0.10), _row("T2I", 128, 1000, 30.0, 0.30)]
+    assert study.best_arm(rows, "T2I")["dim"] == 128
+    assert study.compute_to_reach(rows, "T2I", 0.5) == 30.0
+    assert study.compute_to_reach(rows, "T2I", 0.7) is None
+    # d=64: 0.1 -> 0.3 of the ceiling over one decade: 0.5 two decades after the last point
+    assert study.extrapolate(rows, rows[1], 0.7) == pytest.approx(10.0 * 10 ** 2)
+    flat = [_row("T2V", 64, 1, 1.0, 0.1), _row("T2V", 64, 2, 2.0, 0.1)]
+    assert study.extrapolate(flat, flat[0], 0.5) is None
+    with pytest.raises(ValueError, match="no arm"):
+        study.best_arm(rows, "T2V")
+
+
+def test_findings_are_written_from_the_rows():
+    rows = [_row("T2I", 64, 100, 1.0, 0.05), _row("T2I", 64, 1000, 10.0, 0.15),
+            _row("T2V", 64, 10, 2.0, 0.02), _row("T2V", 64, 100, 20.0, 0.30)]
+    toks = [{"width": 16, "steps": 10, "step": 10, "Acc before": 0.8, "Acc after": 0.4,
+             "Acc after / before": 0.5, "shape before": 0.9, "shape after": 0.55,
+             "SSIM": 0.7}]
+    text = study.findings(rows, toks, smoke(), {"T2I": 0.5, "T2V": 0.4})
+    assert "Acc/ceiling 0.30" in text and "val loss 2.850" in text        # T2I's last point
+    assert "No point reached the target Acc ≥ 0.5" in text
+    assert "about 100 TFLOP" in text            # 0.1 -> 0.3 of the ceiling per decade: 0.5 at 10x
+    assert "The target Acc ≥ 0.4 × ceiling was first reached at 20 TFLOP" in text
+    assert "Acc 0.400 after the VQ-GAN against 0.800 before (0.50 of it)" in text
+    assert "shapes read 0.550" in text
