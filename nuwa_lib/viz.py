@@ -80,12 +80,16 @@ def video_strips(videos: Sequence[np.ndarray], titles: Sequence[str] | None = No
             else:
                 ax.axis("off")
         if titles:
-            axes[r, 0].set_title(titles[r], fontsize=7, loc="left")
+            # A row title runs across the row; left out of the layout, a long caption cannot
+            # shrink every frame to make room for itself.
+            axes[r, 0].annotate(titles[r], (0, 1), xycoords="axes fraction", xytext=(0, 3),
+                                textcoords="offset points", ha="left", va="bottom",
+                                fontsize=7, annotation_clip=False).set_in_layout(False)
         for c in range(min(t, len(video))):
             axes[r, c].set_xlabel(f"t={c}", fontsize=6)
-    with warnings.catch_warnings():     # long row titles overhang on purpose
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        fig.tight_layout()
+        fig.tight_layout(h_pad=1.2)
     return fig
 
 
