@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -189,14 +188,10 @@ def tokens_path(profile: str, key: Mapping) -> Path:
 
 
 def _encode_chunks(vq, pictures: np.ndarray, desc: str, progress: bool, chunk: int = 256):
-    from tqdm.auto import tqdm
-
-    from . import vqgan
-    from .judges import show_progress
+    from . import progress as P, vqgan
 
     out = []
-    bar = tqdm(total=len(pictures), desc=desc, disable=not show_progress(progress),
-               file=sys.stderr, leave=False)
+    bar = P.bar(total=len(pictures), desc=desc, progress=progress, leave=False)
     for i in range(0, len(pictures), chunk):
         out.append(_small_int(vqgan.encode(vq, pictures[i:i + chunk]), vq.config.codebook))
         bar.update(len(out[-1]))

@@ -42,8 +42,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -55,7 +53,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from . import checkpoint, world
+from . import checkpoint, progress as P, world
 from .paths import artifacts_dir
 
 # Bump a judge's version when its architecture, loss or training data changes: its old
@@ -590,11 +588,6 @@ def n_parameters(model) -> int:
 
 
 # --------------------------------------------------------------------------- training
-def show_progress(progress=True) -> bool:
-    """Bars only where a person watches a terminal: never under CI or without a TTY."""
-    return bool(progress) and not os.environ.get("CI") and sys.stderr.isatty()
-
-
 def _judge_seed(name, jcfg):
     return jcfg.seed * 1000 + JUDGE_NAMES.index(name)
 
@@ -691,16 +684,13 @@ def _segmenter_loss(model, batch):
 
 def _fit(model, loss_fn, batches, steps, lr, desc, progress):
     """AdamW with a 5% linear warm-up and a cosine decay; fresh world data every step."""
-    from tqdm.auto import tqdm
-
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     warm = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     model.train()
     losses, t0 = [], time.perf_counter()
-    bar = tqdm(range(steps), desc=desc, disable=not show_progress(progress), file=sys.stderr,
-               leave=False)
+    bar = P.bar(range(steps), desc=desc, progress=progress, leave=False)
     for step in bar:
         loss = loss_fn(model, batches(step))
         opt.zero_grad(set_to_none=True)

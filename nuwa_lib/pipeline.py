@@ -10,18 +10,26 @@ results folder (``RESULTS``) injected into its ``parameters`` cell. Executed
 copies go to ``results/<profile>/notebooks/``; the notebooks themselves write
 tables, figures and metrics through :class:`nuwa_lib.repro.Results`. The run
 stops at the first failing cell, names it, and exits non-zero.
+
+The bar shows the notebook, the cell being executed and the latest bar its kernel (or a
+worker process it started) drew: which judge, tokenizer or NÜWA run is training, at which
+step (``nuwa_lib.progress``). ``--no-progress`` turns all of it off.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import re
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Sequence
 
-from . import tablecheck
+from . import progress, tablecheck
 from .paths import NOTEBOOKS_DIR, REPO_ROOT, resolve, results_dir
 from .profiles import available_profiles, load_profile
 
@@ -73,9 +81,59 @@ def _kernel_name() -> str:
     return "python3"
 
 
+class _Watch(logging.Handler):
+    """What the pipeline's bar shows while a notebook runs: the cell papermill is executing
+    (from its log, whose cell outputs are dropped here: they stay in the notebook) and the
+    latest bar the kernel or its workers wrote to the progress file (``nuwa_lib.progress``)."""
+
+    def __init__(self, bar, nb: str, cells: int, progress_file: str | None):
+        super().__init__(logging.INFO)
+        self.bar, self.nb, self.cells, self.file = bar, nb, cells, progress_file
+        self.cell, self._stop = 0, threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def emit(self, record):
+        m = re.match(r"Executing Cell (\d+)", record.getMessage())
+        if m:
+            self.cell = int(m.group(1))
+            self.show()
+
+    def show(self):
+        inner = progress.latest(self.file, 60) if self.file else ""
+        self.bar.set_postfix_str(f"{self.nb} · cell {self.cell}/{self.cells}"
+                                 + (f" · {inner}" if inner else ""))
+
+    def _poll(self):
+        while not self._stop.wait(2.0):
+            self.show()
+
+    def __enter__(self):
+        log = logging.getLogger("papermill")
+        self._saved = log.level, log.propagate
+        log.setLevel(logging.INFO)
+        log.propagate = False
+        log.addHandler(self)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        log = logging.getLogger("papermill")
+        log.removeHandler(self)
+        log.setLevel(self._saved[0])
+        log.propagate = self._saved[1]
+
+
+def _cells(nb: str) -> int:
+    """Cells papermill executes: the notebook's and the injected parameters cell."""
+    return len(json.loads((NOTEBOOKS_DIR / f"{nb}.ipynb").read_text())["cells"]) + 1
+
+
 def execute_notebook(nb: str, profile: str, params: dict, out_root: Path,
-                     results_arg: str | None, kernel: str) -> Path:
-    """Run one notebook; return the executed copy's path or raise PipelineError."""
+                     results_arg: str | None, kernel: str, log_output: bool = False) -> Path:
+    """Run one notebook; return the executed copy's path or raise PipelineError.
+    ``log_output``: papermill logs each cell's start (what :class:`_Watch` reads)."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
@@ -89,7 +147,7 @@ def execute_notebook(nb: str, profile: str, params: dict, out_root: Path,
         pm.execute_notebook(
             str(src), str(partial), kernel_name=kernel, cwd=str(NOTEBOOKS_DIR),
             parameters={"PROFILE": profile, "PARAMS": params, "RESULTS": results_arg},
-            progress_bar=False, log_output=False, request_save_on_cell_execute=False,
+            progress_bar=False, log_output=log_output, request_save_on_cell_execute=False,
         )
     except PapermillExecutionError as err:
         if partial.exists():
@@ -150,15 +208,33 @@ def run(profile: str, only: Sequence[str] | None = None, start: str | None = Non
     done, seconds = [], {}
     bar = tqdm(notebooks, desc=f"profile {profile}", unit="nb", disable=not show_progress,
                file=sys.stderr)
+    progress_file = None
+    if show_progress:   # the kernels and their workers draw their bars into this file
+        fd, progress_file = tempfile.mkstemp(prefix="nuwa-progress-", suffix=".log")
+        os.close(fd)
+    saved_env = os.environ.get(progress.ENV)
+    os.environ.pop(progress.ENV, None)
+    if progress_file:
+        os.environ[progress.ENV] = progress_file
     try:
         for nb in bar:
             bar.set_postfix_str(nb)
             t0 = time.perf_counter()
-            done.append(execute_notebook(nb, profile, params, out_root, out, kernel))
+            if progress_file:
+                with _Watch(bar, nb, _cells(nb), progress_file):
+                    done.append(execute_notebook(nb, profile, params, out_root, out, kernel,
+                                                 log_output=True))
+            else:
+                done.append(execute_notebook(nb, profile, params, out_root, out, kernel))
             seconds[nb] = time.perf_counter() - t0
             _record_runtimes(out_root, profile, {nb: seconds[nb]})   # the summary reads them
     finally:
         bar.close()
+        os.environ.pop(progress.ENV, None)
+        if saved_env is not None:
+            os.environ[progress.ENV] = saved_env
+        if progress_file:
+            Path(progress_file).unlink(missing_ok=True)
         if seconds:
             _record_runtimes(out_root, profile, seconds)
     return done

@@ -61,7 +61,6 @@ import hashlib
 import inspect
 import json
 import os
-import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -787,10 +786,7 @@ def real_tokens_path(profile: str, key: Mapping) -> Path:
 def _encode(reader: Reader, indices, tokenizers: Tokenizers, progress: bool, chunk: int = 32):
     """Read and encode the samples at ``indices`` (skipping unreadable ones with
     ``skip_bad``): a dict of tensors and captions."""
-    from tqdm.auto import tqdm
-
-    from . import vqgan
-    from .judges import show_progress
+    from . import progress as P, vqgan
 
     sketch = tokenizers.sketch if reader.has_seg else None
     out = {"visual": [], "sketch": [], "captions": [], "indices": []}
@@ -812,8 +808,8 @@ def _encode(reader: Reader, indices, tokenizers: Tokenizers, progress: bool, chu
         pics.clear()
         segs.clear()
 
-    bar = tqdm(total=len(indices), desc=f"tokens {reader.name}", file=sys.stderr, leave=False,
-               disable=not show_progress(progress))
+    bar = P.bar(total=len(indices), desc=f"tokens {reader.name}", progress=progress,
+                leave=False)
     for s in reader.samples(indices):
         pics.append(s.video if s.video is not None else s.image)
         segs.append(s.seg)

@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
-import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Callable, Optional, Tuple
@@ -40,8 +38,8 @@ from typing import Callable, Optional, Tuple
 import numpy as np
 import torch
 from einops import rearrange
-from tqdm.auto import tqdm
 
+from . import progress as P
 from .attention.masks import check_shape
 from .model import Condition, Nuwa, Shape3
 
@@ -51,12 +49,6 @@ ScoreFn = Callable[[torch.Tensor, int], object]
 
 def exists(x) -> bool:
     return x is not None
-
-
-def show_progress(progress=True) -> bool:
-    """Bars only where a person watches a terminal: never under CI or without a TTY (the
-    rule of ``judges.show_progress``; not imported, to keep this module free of judges)."""
-    return bool(progress) and not os.environ.get("CI") and sys.stderr.isatty()
 
 
 # --------------------------------------------------------------------------- checks
@@ -198,9 +190,8 @@ def _eval_mode(model: torch.nn.Module):
         model.train(was_training)
 
 
-def _bar(total: int, desc: str, progress) -> tqdm:
-    return tqdm(total=total, desc=desc, unit="tok", disable=not show_progress(progress),
-                file=sys.stderr, leave=False)
+def _bar(total: int, desc: str, progress):
+    return P.bar(total=total, desc=desc, unit="tok", progress=progress, leave=False)
 
 
 def _decode_cached(model: Nuwa, cond: Condition, grid: Shape3, choose: _Chooser, bar
@@ -333,9 +324,8 @@ def best_of_n(model: Nuwa, cond: Condition, target_grid, n: int, score_fn: Score
     _check_prime(prime, prime_mask, B, grid, model.config.codebook_size, "cpu")
     per_batch = B if batch_size is None else max(1, batch_size // n)
     samples, scores = [], []
-    conditions = tqdm(range(0, B, per_batch), desc=f"best of {n}", unit="batch",
-                      disable=not show_progress(progress) or B <= per_batch, file=sys.stderr,
-                      leave=False)
+    conditions = P.bar(range(0, B, per_batch), desc=f"best of {n}", unit="batch",
+                       progress=progress and B > per_batch, leave=False)
     for start in conditions:
         stop = min(B, start + per_batch)
         primes = {}
@@ -355,4 +345,4 @@ def best_of_n(model: Nuwa, cond: Condition, target_grid, n: int, score_fn: Score
                    scores=scores_all, samples=samples_all)
 
 
-__all__ = ["sample", "best_of_n", "BestOfN", "draw", "show_progress"]
+__all__ = ["sample", "best_of_n", "BestOfN", "draw"]

@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import sys
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Mapping, Sequence
 
@@ -312,9 +311,7 @@ def run_study(cfg, *, tokenizers=None, progress=True) -> dict:
     from concurrent.futures import ProcessPoolExecutor, as_completed
     import multiprocessing
 
-    from tqdm.auto import tqdm
-
-    from .judges import show_progress
+    from . import progress as P
 
     from . import judges as J
 
@@ -326,12 +323,13 @@ def run_study(cfg, *, tokenizers=None, progress=True) -> dict:
     arms = [("tokenizer", a) for a in sc.tokenizers] + [("model", a) for a in sc.models]
     missing = [(k, a) for k, a in arms if not _identity(cfg, k, a, sc, tokenizers)[0].exists()]
     missing.sort(key=lambda ka: -_cost(cfg, *ka))
-    bar = tqdm(total=len(arms), initial=len(arms) - len(missing), file=sys.stderr,
-               desc="study arms", disable=not show_progress(progress))
+    bar = P.bar(total=len(arms), initial=len(arms) - len(missing), desc="study arms",
+                progress=progress)
     if missing and sc.workers > 1:
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(min(sc.workers, len(missing)), mp_context=ctx) as pool:
-            futures = {pool.submit(_run_arm, dict(cfg), k, a, tokenizers): a for k, a in missing}
+            futures = {pool.submit(_run_arm, dict(cfg), k, a, tokenizers, P.for_workers()): a
+                       for k, a in missing}
             for f in as_completed(futures):
                 f.result()
                 bar.set_postfix_str(futures[f].label)

@@ -361,14 +361,11 @@ class Trainer:
     def run(self, until: int | None = None, progress=True, on_step: Callable | None = None):
         """Train until step ``until`` (default: the config's steps); ``on_step(trainer)``
         runs after every step (checkpointing). The caller's random state is left as it was."""
-        from tqdm.auto import tqdm
-
-        from .judges import show_progress
+        from . import progress as P
 
         until = self.config.steps if until is None else min(until, self.config.steps)
-        bar = tqdm(total=until, initial=self.step, desc="NÜWA " + "+".join(self.tasks),
-                   disable=not (self.dist.main and show_progress(progress)), file=sys.stderr,
-                   leave=False)
+        bar = P.bar(total=until, initial=self.step, desc="NÜWA " + "+".join(self.tasks),
+                    progress=self.dist.main and progress, leave=False)
         recent: dict = {}
         before = torch.get_num_threads()
         if self.config.threads and self.device.type == "cpu":
@@ -680,11 +677,13 @@ class Run:
 def _train_chain(chain: Sequence[Run], threads: int, tokenizers: Tokenizers | None) -> None:
     """In a worker process: every run of ``chain`` in order, each from the previous one's
     weights (all but the last are cached by then). The cache is the result."""
+    from . import progress as P
+
     torch.set_num_threads(threads)
     init = None
     for r in chain:
-        init = get_pretrained(r.cfg, init=init, tokenizers=tokenizers, progress=False,
-                              **r.kwargs())
+        init = get_pretrained(r.cfg, init=init, tokenizers=tokenizers,
+                              progress=P.for_workers(), **r.kwargs())
 
 
 def get_many(runs: Mapping[Any, Run], *, workers: int = 1, tokenizers: Tokenizers | None = None,
@@ -698,9 +697,7 @@ def get_many(runs: Mapping[Any, Run], *, workers: int = 1, tokenizers: Tokenizer
     from concurrent.futures import ProcessPoolExecutor, as_completed
     import multiprocessing
 
-    from tqdm.auto import tqdm
-
-    from .judges import show_progress
+    from . import progress as P
 
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
@@ -727,9 +724,8 @@ def get_many(runs: Mapping[Any, Run], *, workers: int = 1, tokenizers: Tokenizer
             ctx = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(min(workers, len(missing)), mp_context=ctx) as pool:
                 futures = [pool.submit(_train_chain, c, threads, tokenizers) for c in missing.values()]
-                bar = tqdm(as_completed(futures), total=len(futures), file=sys.stderr,
-                           disable=not show_progress(progress),
-                           desc=f"training {len(futures)} runs, {min(workers, len(missing))} at a time")
+                bar = P.bar(as_completed(futures), total=len(futures), progress=progress,
+                            desc=f"training {len(futures)} runs, {min(workers, len(missing))} at a time")
                 for f in bar:
                     f.result()
             trained.update(missing)

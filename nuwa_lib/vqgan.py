@@ -35,7 +35,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -553,13 +552,11 @@ class Trainer:
     def run(self, until=None, progress=True, on_step: Callable | None = None):
         """Train until step ``until`` (default: the config's steps); ``on_step(trainer)``
         runs after every step (checkpointing)."""
-        from tqdm.auto import tqdm
-
-        from .judges import show_progress
+        from . import progress as P
 
         until = self.config.steps if until is None else min(until, self.config.steps)
-        bar = tqdm(total=until, initial=self.step, desc=f"{self.config.kind} {self.config.label}",
-                   disable=not show_progress(progress), file=sys.stderr, leave=False)
+        bar = P.bar(total=until, initial=self.step, desc=f"{self.config.kind} {self.config.label}",
+                    progress=progress, leave=False)
         while self.step < until:
             log = self.train_step()
             bar.update(1)
@@ -703,7 +700,9 @@ def get_tokenizer(cfg: Mapping[str, Any], name: str, *, classifier=None, profile
 def _train_in_worker(cfg, name, profile):
     """One tokenizer trained (or found) in a worker process: returns nothing, the cache is
     the result."""
-    get_tokenizer(cfg, name, profile=profile, progress=False)
+    from . import progress as P
+
+    get_tokenizer(cfg, name, profile=profile, progress=P.for_workers())
 
 
 def get_tokenizers(cfg: Mapping[str, Any], names=None, *, profile=None, judges=None,

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from nuwa_lib.model import Condition, Nuwa, NuwaConfig
-from nuwa_lib.sampling import BestOfN, best_of_n, draw, sample, show_progress
+from nuwa_lib.progress import enabled as show_progress
+from nuwa_lib.sampling import BestOfN, best_of_n, draw, sample
 
 B = 2
 TEXT_LEN, TEXT_VOCAB, CODES, SKETCH_CODES = 6, 300, 40, 12
