@@ -50,6 +50,18 @@ def test_table1_puts_ours_beside_the_paper_with_mean_and_std():
         IT.table1({"scratch_sparse": [_scores(1.0, 0.1)]})
 
 
+def test_table1_has_our_acc_column_and_the_tokens_ceiling_row():
+    ours = {"finetune_cc": [_scores(3.0, 0.6, Acc=0.2), _scores(3.0, 0.6, Acc=0.4)]}
+    tab = IT.table1(ours, ceiling=_scores(1.0, 0.8, Acc=0.6))
+    assert len(tab) == len(paper.TABLE1) + 1
+    ceiling = tab[tab["row"] == IT.CEILING_ROW].iloc[0]
+    assert ceiling["Acc"] == 0.6 and ceiling["Acc / ceiling"] == pytest.approx(1.0)
+    ft = tab[tab["row"] == "finetune_cc"].iloc[0]
+    assert ft["Acc"] == pytest.approx(0.3) and ft["Acc / ceiling"] == pytest.approx(0.5)
+    assert np.isnan(ft["paper Acc"])                       # the paper has no Acc column
+    assert "Acc / ceiling" not in IT.table1(ours).columns   # no ceiling given, no ratio
+
+
 def test_claims_are_decided_from_the_numbers():
     ours = {"scratch_full": [_scores(10.0, 0.40), _scores(10.2, 0.41), _scores(9.8, 0.39)],
             "scratch_axial": [_scores(9.0, 0.42), _scores(9.2, 0.43), _scores(8.8, 0.41)],

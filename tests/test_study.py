@@ -1,4 +1,4 @@
-"""The compute-allocation study (nuwa_lib.study, notebook 15): its configuration, the
+"""The compute-allocation study (nuwa_lib.study, notebook 14): its configuration, the
 evaluation steps, the compute count, one arm of each kind end to end on tiny untrained parts,
 the cache, and the findings written from the rows."""
 import copy
