@@ -145,3 +145,29 @@ def runtimes(root, profile: str | None = None):
     data = json.loads(path.read_text())
     return pd.DataFrame([{"notebook": k, "seconds": float(v)}
                          for k, v in sorted(data.get("metrics", {}).items())])
+
+
+def other_cpu_root(root) -> Path:
+    """Where the record of the same pipeline on another CPU lives: ``<root>-other-cpu``
+    beside ``<root>`` (e.g. ``results/mini-other-cpu/``, from ``ATEN_CPU_CAPABILITY=default
+    nuwa-repro --profile mini --out <tmp>`` with its ``mini/`` renamed)."""
+    root = Path(root)
+    return root.with_name(f"{root.name}-other-cpu")
+
+
+def compare_verdicts(here, there):
+    """Each claim's verdict in two records side by side (``gather_claims`` of both):
+    source, claim, verdict here, verdict there, ``same``, and ``clear flips`` -- a verdict
+    called clear in one record that is not the same in the other, which the decision rule
+    must never allow. Claims only one record decided are listed with "—" for the other."""
+    import pandas as pd
+
+    a, b = gather_claims(here), gather_claims(there)
+    key = ["source", "claim"]
+    m = a[key + ["verdict"]].merge(b[key + ["verdict"]], on=key, how="outer",
+                                   suffixes=(" here", " there"), sort=False)
+    m = m.fillna({"verdict here": "—", "verdict there": "—"})
+    m["same"] = m["verdict here"] == m["verdict there"]
+    clear = m["verdict here"].eq("holds, clearly") | m["verdict there"].eq("holds, clearly")
+    m["clear flips"] = clear & ~m["same"]
+    return m

@@ -50,3 +50,17 @@ def test_plain_view_folds_std_into_the_value():
     df = pd.DataFrame([{"row": "x", "runs": 3, "motion": 50.0, "motion std": 5.0, "all": 10.0, "all std": np.nan}])
     v = SM.plain_view(df)
     assert list(v.columns) == ["row", "motion", "all"] and v["motion"].iloc[0] == "50.00 ± 5.00"
+
+
+def test_verdicts_of_another_cpu_are_shown_beside_ours_and_clear_flips_flagged(tmp_path):
+    here, there = tmp_path / "mini", SM.other_cpu_root(tmp_path / "mini")
+    assert there == tmp_path / "mini-other-cpu"
+    rows = lambda holds, clear: pd.DataFrame(
+        [{"claim": c, "paper": "", "ours": "", "holds": h, "clear": k}
+         for c, h, k in zip("abc", holds, clear)])
+    _write(here, "tab1_t2i_claims", rows([True, True, False], [True, False, False]))
+    _write(there, "tab1_t2i_claims", rows([True, False, True], [True, False, True]))
+    both = SM.compare_verdicts(here, there)
+    assert list(both["same"]) == [True, False, False]
+    assert list(both["clear flips"]) == [False, False, True]      # c: clear there, not here
+    assert list(both["verdict there"]) == ["holds, clearly", "does not hold", "holds, clearly"]
