@@ -355,7 +355,10 @@ def _cost(cfg, kind: str, arm) -> float:
 
 
 # ------------------------------------------------------------------------ reading
-def final_rows(rows: Sequence[Mapping], keys=("task", "dim", "batch", "lr")) -> list:
+ARM_KEYS = ("task", "dim", "batch", "lr", "steps")   # what tells one model arm's rows apart
+
+
+def final_rows(rows: Sequence[Mapping], keys=ARM_KEYS) -> list:
     """The last point of every arm."""
     last: dict = {}
     for r in rows:
@@ -365,13 +368,18 @@ def final_rows(rows: Sequence[Mapping], keys=("task", "dim", "batch", "lr")) -> 
     return list(last.values())
 
 
+def arm_label(r: Mapping) -> str:
+    """A model arm's name in tables and figures: "d=64 b=16 lr=0.001, 1500 steps"."""
+    return f"d={r['dim']} b={r['batch']} lr={r['lr']:g}, {r['steps']} steps"
+
+
 def best_arm(rows: Sequence[Mapping], task: str, by: str = "Acc / ceiling") -> Mapping:
-    """The finished arm of ``task`` with the highest ``by`` (ties: the lower val loss, then
-    the lower compute)."""
+    """The finished arm of ``task`` with the highest ``by`` (ties: the higher CLIPSIM, the
+    lower val loss, then the lower compute)."""
     finished = [r for r in final_rows(rows) if r["task"] == task]
     if not finished:
         raise ValueError(f"the study has no arm of task {task!r}")
-    return max(finished, key=lambda r: (_value(r[by]), -r["val loss"], -r["TFLOP"]))
+    return max(finished, key=lambda r: (_value(r[by]), r["CLIPSIM"], -r["val loss"], -r["TFLOP"]))
 
 
 def _value(x) -> float:
@@ -392,7 +400,7 @@ def extrapolate(rows: Sequence[Mapping], arm: Mapping, target: float,
     """Compute (TFLOP) at which ``arm``'s curve would reach ``target`` of ``by`` if it kept
     the log-linear slope of its last two points; None when it does not rise there."""
     pts = sorted(((r["TFLOP"], r[by]) for r in rows
-                  if all(r[k] == arm[k] for k in ("task", "dim", "batch", "lr"))),
+                  if all(r[k] == arm[k] for k in ARM_KEYS)),
                  key=lambda p: p[0])
     if len(pts) < 2 or any(_value(v) < 0 for _, v in pts[-2:]):
         return None
@@ -420,16 +428,16 @@ def findings(model_rows: Sequence[Mapping], tokenizer_rows: Sequence[Mapping],
     model = cfg.get("model") or {}
     for task in dict.fromkeys(r["task"] for r in model_rows):
         done = sorted((r for r in final_rows(model_rows) if r["task"] == task),
-                      key=lambda r: (r["batch"], r["lr"], r["dim"]))
+                      key=lambda r: (r["batch"], r["lr"], r["dim"], r["steps"]))
         best = best_arm(model_rows, task)
-        arms = "; ".join(f"d={r['dim']}, batch {r['batch']}, lr {r['lr']:g}: Acc/ceiling "
+        arms = "; ".join(f"{arm_label(r)}: Acc/ceiling "
                          f"{_pct(r['Acc / ceiling'])}, CLIPSIM {r['CLIPSIM']:.3f}, val loss "
                          f"{r['val loss']:.3f} at {r['TFLOP']:.3g} TFLOP" for r in done)
         out.append(f"* **{task}** (ceiling on the same {best['prompts']} prompts: Acc "
                    f"{best['ceiling Acc']:.3f}, CLIPSIM {best['ceiling CLIPSIM']:.3f}). "
                    f"At the end of each run: {arms}.")
-        out.append(f"  Best: d={best['dim']}, batch {best['batch']}, lr {best['lr']:g} "
-                   f"(Acc/ceiling {_pct(best['Acc / ceiling'])}).")
+        out.append(f"  Best: {arm_label(best)} (Acc/ceiling {_pct(best['Acc / ceiling'])}, "
+                   f"CLIPSIM {best['CLIPSIM']:.3f}).")
         target = targets.get(task)
         if target is not None:
             reached = compute_to_reach(model_rows, task, target)

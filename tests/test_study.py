@@ -114,8 +114,9 @@ def test_an_arm_is_cached_and_a_foreign_cache_file_is_refused(tiny_study, monkey
         study._run_arm(cfg, "tokenizer", arm)
 
 
-def _row(task, dim, step, tflop, acc, ceiling=0.5, batch=16, lr=1e-3):
-    return {"task": task, "dim": dim, "batch": batch, "lr": lr, "step": step, "TFLOP": tflop,
+def _row(task, dim, step, tflop, acc, ceiling=0.5, batch=16, lr=1e-3, steps=1000):
+    return {"task": task, "dim": dim, "batch": batch, "lr": lr, "steps": steps, "step": step,
+            "TFLOP": tflop,
             "val loss": 3.0 - acc, "Acc": acc, "CLIPSIM": 0.4, "ceiling Acc": ceiling,
             "ceiling CLIPSIM": 0.8, "Acc / ceiling": acc / ceiling, "prompts": 64}
 
@@ -147,3 +148,13 @@ def test_findings_are_written_from_the_rows():
     assert "The target Acc ≥ 0.4 × ceiling was first reached at 20 TFLOP" in text
     assert "Acc 0.400 after the VQ-GAN against 0.800 before (0.50 of it)" in text
     assert "shapes read 0.550" in text
+
+
+def test_a_longer_run_of_the_same_width_is_another_arm():
+    short = [_row("T2I", 64, 100, 1.0, 0.05, steps=200), _row("T2I", 64, 200, 2.0, 0.10, steps=200)]
+    long = [_row("T2I", 64, 400, 4.0, 0.20, steps=800), _row("T2I", 64, 800, 8.0, 0.15, steps=800)]
+    assert len(study.final_rows(short + long)) == 2
+    assert study.best_arm(short + long, "T2I")["steps"] == 800
+    # the short arm's own slope: +0.1 of the ceiling per doubling, so 0.4 two doublings on
+    assert study.extrapolate(short + long, short[0], 0.4) == pytest.approx(8.0)
+    assert study.arm_label(long[0]) == "d=64 b=16 lr=0.001, 800 steps"
