@@ -11,6 +11,7 @@ import textwrap
 from typing import Sequence
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 import numpy as np
 
 # Segmentation palette: muted colours for the background "stuff" classes, strong
@@ -384,8 +385,14 @@ def study_curves(rows, panels, *, x: str = "TFLOP", line: str = "arm", by: str =
                            label="ceiling (real, through the VQ-GAN)")
             if logx:
                 ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
             ax.set(title=f"{g}: {ylabel}", xlabel=x, ylabel=ylabel)
             ax.grid(alpha=0.3)
-        ax_row[0].legend(fontsize=6)
+        handles = {}
+        for ax in ax_row:
+            for h, lab in zip(*ax.get_legend_handles_labels()):
+                handles.setdefault(lab, h)
+        ax_row[-1].legend(handles.values(), handles.keys(), fontsize=7, loc="center left",
+                          bbox_to_anchor=(1.02, 0.5))
     fig.tight_layout()
     return fig
