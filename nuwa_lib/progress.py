@@ -11,6 +11,7 @@ the study's arms) draws its bar with :func:`bar`. Where it goes:
 """
 from __future__ import annotations
 
+import atexit
 import functools
 import os
 import sys
@@ -35,7 +36,10 @@ def for_workers() -> bool:
 
 @functools.lru_cache(maxsize=4)
 def _open(path: str):
-    return open(path, "a", encoding="utf-8", buffering=1)
+    """One append handle per file and process, closed when the process exits."""
+    fh = open(path, "a", encoding="utf-8", buffering=1)
+    atexit.register(fh.close)
+    return fh
 
 
 def bar(iterable=None, *, progress=True, **kwargs):
