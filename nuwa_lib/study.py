@@ -81,7 +81,7 @@ class StudyConfig:
     top_k: int | None = 32
     workers: int = 1           # arms at once, one process each (wall time only)
     threads: int = 1           # torch threads per arm (speed only)
-    targets: tuple = ()        # ((task, share of the ceiling's Acc the model should reach), ...)
+    targets: tuple = ()        # ((task or "tokenizer", share the arm should reach), ...)
 
     @classmethod
     def from_profile(cls, cfg: Mapping[str, Any]) -> "StudyConfig":
@@ -101,9 +101,10 @@ class StudyConfig:
                 raise ValueError(f"study.models[{i}].task must be one of {TASKS}, got {a.task!r}")
         targets = section.pop("targets", None) or {}
         if not isinstance(targets, Mapping) or any(
-                t not in TASKS or not isinstance(v, (int, float)) or not 0 < v <= 1
-                for t, v in targets.items()):
-            raise ValueError(f"study.targets must map tasks of {TASKS} to shares in (0, 1], "
+                t not in TASKS + ("tokenizer",) or not isinstance(v, (int, float))
+                or not 0 < v <= 1 for t, v in targets.items()):
+            raise ValueError(f"study.targets must map tasks of {TASKS} (Acc as a share of the "
+                             f"ceiling) or 'tokenizer' (Acc after / before) to shares in (0, 1], "
                              f"got {targets!r}")
         c = cls(models=models, tokenizers=toks, targets=tuple(sorted(targets.items())),
                 **section)
@@ -396,11 +397,11 @@ def compute_to_reach(rows: Sequence[Mapping], task: str, target: float,
 
 
 def extrapolate(rows: Sequence[Mapping], arm: Mapping, target: float,
-                by: str = "Acc / ceiling") -> float | None:
-    """Compute (TFLOP) at which ``arm``'s curve would reach ``target`` of ``by`` if it kept
-    the log-linear slope of its last two points; None when it does not rise there."""
-    pts = sorted(((r["TFLOP"], r[by]) for r in rows
-                  if all(r[k] == arm[k] for k in ARM_KEYS)),
+                by: str = "Acc / ceiling", x: str = "TFLOP", keys=ARM_KEYS) -> float | None:
+    """The ``x`` (compute, or a tokenizer's steps) at which ``arm``'s curve would reach
+    ``target`` of ``by`` if it kept the log-linear slope of its last two points; None when
+    it does not rise there. ``keys``: the columns that tell the arm's rows apart."""
+    pts = sorted(((r[x], r[by]) for r in rows if all(r[k] == arm[k] for k in keys)),
                  key=lambda p: p[0])
     if len(pts) < 2 or any(_value(v) < 0 for _, v in pts[-2:]):
         return None
@@ -422,8 +423,8 @@ def findings(model_rows: Sequence[Mapping], tokenizer_rows: Sequence[Mapping],
     """What the study's numbers show, as Markdown bullets written from the rows (nothing
     typed by hand): per task the best finished arm, the widths and the batch / learning-rate
     variants at their last point, when ``targets[task]`` (a share of the ceiling's Acc) was
-    or would be reached; per tokenizer width its Acc after / before and shapes kept; and how
-    the profile's own model and tokenizer compare."""
+    or would be reached; per tokenizer width its Acc after / before and shapes kept, and when
+    ``targets["tokenizer"]`` would be reached; and the profile's own model and tokenizer."""
     out = []
     model = cfg.get("model") or {}
     for task in dict.fromkeys(r["task"] for r in model_rows):
@@ -454,12 +455,24 @@ def findings(model_rows: Sequence[Mapping], tokenizer_rows: Sequence[Mapping],
                            f"{tail}.")
         if model.get("dim") is not None:
             out.append(f"  The profile's model has d={model['dim']}.")
-    width = ((cfg.get("vqgan") or {}).get("common") or {}).get("width")
-    for r in final_rows(tokenizer_rows, keys=("width",)):
-        out.append(f"* **Tokenizer, width {r['width']}** after {r['step']} steps: Acc "
-                   f"{r['Acc after']:.3f} after the VQ-GAN against {r['Acc before']:.3f} "
-                   f"before ({_pct(r['Acc after / before'])} of it); shapes read "
-                   f"{r['shape after']:.3f} (before {r['shape before']:.3f}); SSIM "
-                   f"{r['SSIM']:.3f}." + (" This is the profile's width." if r['width'] == width
-                                           else ""))
+    common = (cfg.get("vqgan") or {}).get("common") or {}
+    goal = targets.get("tokenizer")
+    for r in final_rows(tokenizer_rows, keys=("width", "steps")):
+        line = (f"* **Tokenizer, width {r['width']}** after {r['step']} steps: Acc "
+                f"{r['Acc after']:.3f} after the VQ-GAN against {r['Acc before']:.3f} before "
+                f"({_pct(r['Acc after / before'])} of it); shapes read {r['shape after']:.3f} "
+                f"(before {r['shape before']:.3f}); SSIM {r['SSIM']:.3f}.")
+        if goal is not None and _value(r["Acc after / before"]) < goal:
+            steps = extrapolate(tokenizer_rows, r, goal, by="Acc after / before", x="step",
+                                keys=("width", "steps"))
+            line += (f" Acc after / before ≥ {goal:g} is not reached; "
+                     + ("its curve does not rise at the end." if steps is None else
+                        f"extrapolating its last two points (log-linear in steps) gives about "
+                        f"{steps:,.0f} steps."))
+        elif goal is not None:
+            line += f" It keeps Acc after / before ≥ {goal:g}."
+        out.append(line)
+    if common:
+        out.append(f"* The profile's tokenizers use width {common.get('width')} and "
+                   f"{common.get('steps')} steps.")
     return "\n".join(out)

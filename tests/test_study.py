@@ -24,7 +24,7 @@ def test_every_profile_has_a_valid_study():
     for name in ("smoke", "mini", "paper"):
         sc = study.StudyConfig.from_profile(profiles.load_profile(name))
         assert sc.models and sc.tokenizers
-        assert dict(sc.targets) == {"T2I": 0.5, "T2V": 0.4}
+        assert dict(sc.targets) == {"T2I": 0.5, "T2V": 0.4, "tokenizer": 0.9}
 
 
 @pytest.mark.parametrize("section, match", [
@@ -141,13 +141,16 @@ def test_findings_are_written_from_the_rows():
     toks = [{"width": 16, "steps": 10, "step": 10, "Acc before": 0.8, "Acc after": 0.4,
              "Acc after / before": 0.5, "shape before": 0.9, "shape after": 0.55,
              "SSIM": 0.7}]
-    text = study.findings(rows, toks, smoke(), {"T2I": 0.5, "T2V": 0.4})
+    toks = [dict(toks[0], step=5, **{"Acc after / before": 0.3}), toks[0]]
+    text = study.findings(rows, toks, smoke(), {"T2I": 0.5, "T2V": 0.4, "tokenizer": 0.9})
     assert "Acc/ceiling 0.30" in text and "val loss 2.850" in text        # T2I's last point
     assert "No point reached the target Acc ≥ 0.5" in text
     assert "about 100 TFLOP" in text            # 0.1 -> 0.3 of the ceiling per decade: 0.5 at 10x
     assert "The target Acc ≥ 0.4 × ceiling was first reached at 20 TFLOP" in text
     assert "Acc 0.400 after the VQ-GAN against 0.800 before (0.50 of it)" in text
     assert "shapes read 0.550" in text
+    # 0.3 -> 0.5 of the before-Acc over one doubling of steps: 0.9 two doublings after step 10
+    assert "Acc after / before ≥ 0.9 is not reached" in text and "about 40 steps" in text
 
 
 def test_a_longer_run_of_the_same_width_is_another_arm():
