@@ -364,10 +364,12 @@ def task_loss_curves(curves: dict, smooth: int = 1, reference: float | None = No
 
 
 def study_curves(rows, panels, *, x: str = "TFLOP", line: str = "arm", by: str = "task",
-                 logx: bool = True, size=(3.4, 2.8)):
+                 logx: bool = True, size=(3.4, 2.8),
+                 ceiling_label: str = "ceiling (real, through the VQ-GAN)"):
     """Learning curves of a study (``nuwa_lib.study`` rows): one subplot row per value of
     ``by`` (e.g. the task), one column per panel ``(y, ylabel, ceiling)`` where ``ceiling``
-    names a column drawn as a dashed line (or None); one line per value of ``line``."""
+    names a column drawn as a dashed line labelled ``ceiling_label`` (or None); one line per
+    value of ``line``."""
     import pandas as pd
 
     df = pd.DataFrame(rows)
@@ -382,11 +384,12 @@ def study_curves(rows, panels, *, x: str = "TFLOP", line: str = "arm", by: str =
                 ax.plot(arm[x], arm[y], marker="o", ms=3, lw=1.2, label=name)
             if ceiling is not None:
                 ax.axhline(float(part[ceiling].iloc[0]), ls="--", c="grey", lw=1,
-                           label="ceiling (real, through the VQ-GAN)")
+                           label=ceiling_label)
             if logx:
                 ax.set_xscale("log")
                 ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-            ax.set(title=f"{g}: {ylabel}", xlabel=x, ylabel=ylabel)
+            ax.set(xlabel=x, ylabel=ylabel)
+            ax.set_title(f"{g}: {ylabel}", fontsize=10)
             ax.grid(alpha=0.3)
         handles = {}
         for ax in ax_row:
