@@ -6,7 +6,7 @@ PY      := $(VENV)/bin/python
 PROFILE ?= mini
 STAMP   := $(VENV)/.nuwa-installed
 
-.PHONY: venv reproduce test test-other-cpu unit pipeline-check determinism nbval test-browser golden spread spread-kernels spread-seeds lab clean
+.PHONY: venv reproduce reproduce-other-cpu test test-other-cpu unit pipeline-check determinism nbval test-browser golden spread spread-kernels spread-seeds lab clean
 
 # The browser test's Chromium (Debian's `chromium`; never a Playwright download).
 CHROMIUM ?= $(shell command -v chromium)
@@ -26,6 +26,17 @@ $(STAMP): pyproject.toml
 ## Run every notebook with $(PROFILE) (default mini) into results/$(PROFILE)/.
 reproduce: venv
 	$(VENV)/bin/nuwa-repro --profile $(PROFILE)
+
+## The same pipeline as another CPU would run it (ATen's portable kernels, its own judges,
+## tokenizers and models from an empty cache) into results/$(PROFILE)-other-cpu/, then this
+## record's summary again, which shows both runs' verdicts side by side.
+reproduce-other-cpu: venv
+	rm -rf build/other-cpu build/other-cpu-artifacts
+	ATEN_CPU_CAPABILITY=default NUWA_ARTIFACTS_DIR=build/other-cpu-artifacts \
+		$(VENV)/bin/nuwa-repro --profile $(PROFILE) --out build/other-cpu
+	rm -rf results/$(PROFILE)-other-cpu
+	cp -r build/other-cpu/$(PROFILE) results/$(PROFILE)-other-cpu
+	$(VENV)/bin/nuwa-repro --profile $(PROFILE) --only 15_summary
 
 ## Unit tests; the smoke pipeline from an empty artifact cache, its tables compared with the
 ## committed results/smoke/tables/ (exact where nothing is trained, within the band of the
