@@ -26,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Sequence
 
@@ -86,7 +87,7 @@ class _Watch(logging.Handler):
     (from its log, whose cell outputs are dropped here: they stay in the notebook) and the
     latest bar the kernel or its workers wrote to the progress file (``nuwa_lib.progress``)."""
 
-    def __init__(self, bar, nb: str, cells: int, progress_file: str | None):
+    def __init__(self, bar, nb: str, cells: int, progress_file: str):
         super().__init__(logging.INFO)
         self.bar, self.nb, self.cells, self.file = bar, nb, cells, progress_file
         self.cell, self._stop = 0, threading.Event()
@@ -99,7 +100,7 @@ class _Watch(logging.Handler):
             self.show()
 
     def show(self):
-        inner = progress.latest(self.file, 60) if self.file else ""
+        inner = progress.latest(self.file, 60)
         self.bar.set_postfix_str(f"{self.nb} · cell {self.cell}/{self.cells}"
                                  + (f" · {inner}" if inner else ""))
 
@@ -212,20 +213,17 @@ def run(profile: str, only: Sequence[str] | None = None, start: str | None = Non
     if show_progress:   # the kernels and their workers draw their bars into this file
         fd, progress_file = tempfile.mkstemp(prefix="nuwa-progress-", suffix=".log")
         os.close(fd)
-    saved_env = os.environ.get(progress.ENV)
-    os.environ.pop(progress.ENV, None)
+    saved_env = os.environ.pop(progress.ENV, None)
     if progress_file:
         os.environ[progress.ENV] = progress_file
     try:
         for nb in bar:
             bar.set_postfix_str(nb)
             t0 = time.perf_counter()
-            if progress_file:
-                with _Watch(bar, nb, _cells(nb), progress_file):
-                    done.append(execute_notebook(nb, profile, params, out_root, out, kernel,
-                                                 log_output=True))
-            else:
-                done.append(execute_notebook(nb, profile, params, out_root, out, kernel))
+            watch = _Watch(bar, nb, _cells(nb), progress_file) if progress_file else nullcontext()
+            with watch:
+                done.append(execute_notebook(nb, profile, params, out_root, out, kernel,
+                                             log_output=bool(progress_file)))
             seconds[nb] = time.perf_counter() - t0
             _record_runtimes(out_root, profile, {nb: seconds[nb]})   # the summary reads them
     finally:

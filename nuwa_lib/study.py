@@ -312,9 +312,7 @@ def run_study(cfg, *, tokenizers=None, progress=True) -> dict:
     from concurrent.futures import ProcessPoolExecutor, as_completed
     import multiprocessing
 
-    from . import progress as P
-
-    from . import judges as J
+    from . import judges as J, progress as P
 
     sc = StudyConfig.from_profile(cfg)
     # the judges and the profile's tokenizers first, here, so workers only read their caches
@@ -323,7 +321,7 @@ def run_study(cfg, *, tokenizers=None, progress=True) -> dict:
         tokenizers = datasets.profile_tokenizers(cfg, sketch=False, progress=progress)
     arms = [("tokenizer", a) for a in sc.tokenizers] + [("model", a) for a in sc.models]
     missing = [(k, a) for k, a in arms if not _identity(cfg, k, a, sc, tokenizers)[0].exists()]
-    missing.sort(key=lambda ka: -_cost(cfg, *ka))
+    missing.sort(key=lambda ka: -_cost(*ka))
     bar = P.bar(total=len(arms), initial=len(arms) - len(missing), desc="study arms",
                 progress=progress)
     if missing and sc.workers > 1:
@@ -347,7 +345,7 @@ def run_study(cfg, *, tokenizers=None, progress=True) -> dict:
     return rows
 
 
-def _cost(cfg, kind: str, arm) -> float:
+def _cost(kind: str, arm) -> float:
     """A rough relative cost, to start the long arms first (wall time only)."""
     if kind == "tokenizer":
         return arm.steps * arm.width ** 2 * 8.0
