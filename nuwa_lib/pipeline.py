@@ -177,6 +177,8 @@ def _record_runtimes(out_root: Path, profile: str, seconds: dict[str, float]) ->
         except (OSError, ValueError):
             previous = {}
     previous.update({nb: round(s, 1) for nb, s in seconds.items()})
+    order = set(notebook_order())    # a renamed or removed notebook's time goes with it
+    previous = {nb: s for nb, s in previous.items() if nb in order}
     write_json(path, {"metrics": dict(sorted(previous.items())),
                       "unit": "seconds of wall-clock time per notebook",
                       "provenance": provenance(profile, None)})

@@ -474,3 +474,26 @@ def findings(model_rows: Sequence[Mapping], tokenizer_rows: Sequence[Mapping],
         out.append(f"* The profile's tokenizers use width {common.get('width')} and "
                    f"{common.get('steps')} steps.")
     return "\n".join(out)
+
+
+# the notebooks' sections whose ``{steps: ...}`` overrides train a NÜWA model
+TRAINING_SECTIONS = ("t2i", "s2i", "t2v", "v2v", "s2v", "multitask")
+
+
+def training_runs(cfg: Mapping[str, Any]) -> list:
+    """Every NÜWA training stage the profile configures, as rows (section, stage, steps,
+    batch, samples seen, data size): what the study sized. Eq. 16's pretraining is ``train:``; the others
+    are the ``{steps: ...}`` overrides of the task notebooks' sections."""
+    base = cfg.get("train") or {}
+
+    def row(section, stage, over):
+        steps, batch = over.get("steps"), over.get("batch_size", base.get("batch_size"))
+        return {"section": section, "stage": stage, "steps": steps, "batch": batch,
+                "samples": steps * batch, "data size": over.get("data_size",
+                                                                 base.get("data_size"))}
+
+    rows = [row("train", "pretraining (Eq. 16)", base)]
+    for name in TRAINING_SECTIONS:
+        rows += [row(name, stage, over) for stage, over in (cfg.get(name) or {}).items()
+                 if isinstance(over, Mapping) and "steps" in over]
+    return rows

@@ -81,3 +81,14 @@ def test_seed_override_reaches_the_notebooks(fake_notebooks, tmp_path):
     assert any("seed 7" in o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
     with pytest.raises(PipelineError, match="--seed"):
         pipeline.run("smoke", out=str(out), show_progress=False, seed=-1)
+
+
+def test_runtimes_drop_notebooks_that_no_longer_exist(fake_notebooks, tmp_path):
+    _notebook(fake_notebooks / "00_ok.ipynb", "x = 1")
+    out = tmp_path / "res"
+    metrics = out / "smoke" / "metrics"
+    metrics.mkdir(parents=True)
+    (metrics / "runtimes.json").write_text(json.dumps({"metrics": {"00_ok": 9.0, "14_old": 5.0}}))
+    pipeline.run("smoke", out=str(out), show_progress=False)
+    runtimes = json.loads((metrics / "runtimes.json").read_text())["metrics"]
+    assert set(runtimes) == {"00_ok"} and runtimes["00_ok"] != 9.0

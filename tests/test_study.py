@@ -161,3 +161,16 @@ def test_a_longer_run_of_the_same_width_is_another_arm():
     # the short arm's own slope: +0.1 of the ceiling per doubling, so 0.4 two doublings on
     assert study.extrapolate(short + long, short[0], 0.4) == pytest.approx(8.0)
     assert study.arm_label(long[0]) == "d=64 b=16 lr=0.001, 800 steps"
+
+
+def test_training_runs_list_every_stage_of_the_profile():
+    cfg = smoke()
+    cfg["t2v"]["finetune"] = {"steps": 7, "batch_size": 3}
+    rows = study.training_runs(cfg)
+    assert rows[0]["section"] == "train" and rows[0]["steps"] == cfg["train"]["steps"]
+    got = {(r["section"], r["stage"]): r for r in rows}
+    assert got[("t2v", "finetune")]["samples"] == 21          # its own batch, not train's
+    assert got[("t2i", "scratch")]["batch"] == cfg["train"]["batch_size"]
+    expected = {(n, s) for n in study.TRAINING_SECTIONS for s, v in cfg[n].items()
+                if isinstance(v, dict) and "steps" in v}
+    assert set(got) == expected | {("train", "pretraining (Eq. 16)")}
