@@ -57,19 +57,22 @@ def resolve_notebook(name: str, order: Sequence[str]) -> str:
     raise PipelineError(f"unknown notebook {name!r}; valid notebooks: {', '.join(order)}")
 
 
-def select_notebooks(only: Sequence[str] | None = None, start: str | None = None) -> list[str]:
+def select_notebooks(only: Sequence[str] | None = None, start: str | None = None,
+                     skip: Sequence[str] | None = None) -> list[str]:
     order = notebook_order()
     if not order:
         raise PipelineError(f"no notebooks found in {NOTEBOOKS_DIR}")
     if only and start:
         raise PipelineError("use either --only or --from, not both")
+    left_out = {resolve_notebook(n, order) for n in skip or ()}
+    chosen = order
     if only:
-        chosen = {resolve_notebook(n, order) for n in only}
-        return [nb for nb in order if nb in chosen]
-    if start:
+        picked = {resolve_notebook(n, order) for n in only}
+        chosen = [nb for nb in order if nb in picked]
+    elif start:
         first = resolve_notebook(start, order)
-        return order[order.index(first):]
-    return order
+        chosen = order[order.index(first):]
+    return [nb for nb in chosen if nb not in left_out]
 
 
 def _kernel_name() -> str:
@@ -186,7 +189,7 @@ def _record_runtimes(out_root: Path, profile: str, seconds: dict[str, float]) ->
 
 def run(profile: str, only: Sequence[str] | None = None, start: str | None = None,
         out: str | None = None, show_progress: bool = True,
-        seed: int | None = None) -> list[Path]:
+        seed: int | None = None, skip: Sequence[str] | None = None) -> list[Path]:
     """Execute the selected notebooks in order; raise PipelineError at the first failure.
 
     ``seed`` replaces the profile's seed (the world's samples and every training
@@ -196,7 +199,7 @@ def run(profile: str, only: Sequence[str] | None = None, start: str | None = Non
     valid = available_profiles()
     if profile not in valid:
         raise PipelineError(f"unknown profile {profile!r}; valid profiles: {', '.join(valid)}")
-    notebooks = select_notebooks(only, start)
+    notebooks = select_notebooks(only, start, skip)
     params = load_profile(profile)
     if seed is not None:
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -249,6 +252,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="smoke | mini | paper (default: $PROFILE or mini)")
     p.add_argument("--only", nargs="+", metavar="NB", help="run only these notebooks")
     p.add_argument("--from", dest="start", metavar="NB", help="run from this notebook on")
+    p.add_argument("--skip", nargs="+", metavar="NB", help="leave these notebooks out")
     p.add_argument("--list", action="store_true", help="list notebooks and profiles, then exit")
     p.add_argument("--out", metavar="DIR",
                    help="results folder instead of results/ (relative to the repository)")
@@ -275,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         done = run(args.profile, args.only, args.start, args.out,
-                   show_progress=not args.no_progress, seed=args.seed)
+                   show_progress=not args.no_progress, seed=args.seed, skip=args.skip)
         out_root = results_dir(args.profile)
         print(f"executed {len(done)} notebook(s); results in {out_root}")
         checks = [(args.compare_to, tablecheck.compare_tables, "match"),

@@ -28,6 +28,11 @@ def test_notebooks_can_be_named_by_number_or_name():
     for name in ("00", "0", "shapes_world", "00_shapes_world", "00_shapes_world.ipynb"):
         assert pipeline.resolve_notebook(name, order) == "00_shapes_world"
     assert pipeline.select_notebooks(start="00") == order
+    assert pipeline.select_notebooks(skip=["14"]) == [nb for nb in order if nb[:2] != "14"]
+    assert pipeline.select_notebooks(start="13", skip=["14"]) == \
+        [nb for nb in order if nb[:2] >= "13" and nb[:2] != "14"]
+    with pytest.raises(pipeline.PipelineError, match="unknown notebook"):
+        pipeline.select_notebooks(skip=["99"])
 
 
 def test_list_prints_notebooks_in_order(capsys):
