@@ -7,6 +7,7 @@ It reads only what the notebooks wrote into ``<results>/<profile>/`` (tables CSV
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -171,3 +172,98 @@ def compare_verdicts(here, there):
     clear = m["verdict here"].eq("holds, clearly") | m["verdict there"].eq("holds, clearly")
     m["clear flips"] = clear & ~m["same"]
     return m
+
+
+# ------------------------------------------------------------------ did the models learn?
+# Each target reads a value from a table (and, for a ratio, the ceiling measured on the same
+# prompts in the same table): (what, table, key column, row, column, ceiling row or None,
+# scale, "≥" or "≤", bar). A row of None means every model row of the table (the worst counts).
+# The bars are the learning targets a table must meet before it can decide a claim.
+LEARNING_TARGETS = (
+    ("tokenizer: Acc after / before the VQ-GAN (counterfactual videos)", "tv2v", "row",
+     "counterfactual through the VQ-GAN", "all", "counterfactual (real)", 1.0, "≥", 0.9),
+    ("tokenizer: shape preserved after the VQ-GAN", "tv2v", "row",
+     "counterfactual through the VQ-GAN", "preserved shape", None, 0.01, "≥", 0.85),
+    ("pretraining readout: T2I Acc / ceiling", "pretraining_readout", "task", "T2I",
+     "Acc (all named)", "ceiling", 1.0, "≥", 0.5),
+    ("pretraining readout: T2V Acc / ceiling", "pretraining_readout", "task", "T2V",
+     "Acc (all named)", "ceiling", 1.0, "≥", 0.4),
+    ("pretraining readout: V2V motion read", "pretraining_readout", "task", "V2V", "motion",
+     None, 1.0, "≥", 0.6),
+    ("Table 1: fine-tuned rows' Acc / ceiling (worst)", "tab1_t2i", "row",
+     ("finetune_cc", "finetune_multitask"), "Acc", "ceiling_vq", 1.0, "≥", 0.5),
+    ("Table 2: fine-tuned Acc / ceiling", "tab2_t2v", "row", "finetune_multitask", "Acc",
+     "real test videos through the VQ-GAN", 1.0, "≥", 0.5),
+    ("Table 2: fine-tuned FID-vid / ceiling", "tab2_t2v", "row", "finetune_multitask", "FID-vid",
+     "real test videos through the VQ-GAN", 1.0, "≤", 3.0),
+    ("Table 3: fine-tuned FVD / ceiling (1 frame)", "tab3_v2v", "row", "finetune_multitask",
+     "FVD", "real through the VQ-GAN", 1.0, "≤", 1.5),
+    ("Table 5: every row's FID-vid / ceiling (worst)", "tab5_multitask", "row", None, "FID-vid",
+     "real through the VQ-GAN", 1.0, "≤", 4.0),
+    ("Table 5: every row's CLIPSIM / ceiling (worst)", "tab5_multitask", "row", None, "CLIPSIM",
+     "real through the VQ-GAN", 1.0, "≥", 0.5),
+    ("Table 6: every row's FID-vid / ceiling (worst)", "tab6_s2v", "row", None, "FID-vid",
+     "real through the VQ-GAN", 1.0, "≤", 5.0),
+    ("Table 6: every row's Detected PA (worst)", "tab6_s2v", "row", None, "Detected PA", None,
+     1.0, "≥", 0.85),
+    ("TV2V: the new motion is read", "tv2v", "row", "NÜWA zero-shot (multi-task)", "motion",
+     None, 0.01, "≥", 0.6),
+)
+
+
+def _cell(df, key: str, row, column: str) -> list:
+    """The values of ``column`` in the rows whose ``key`` is ``row`` (a name, a tuple of names,
+    or None: every row the paper has a number for -- NÜWA's rows, not the references)."""
+    if row is None:
+        sel = df[df[f"paper {column}"].notna()]
+    elif isinstance(row, tuple):
+        sel = df[df[key].isin(row)]
+    else:
+        sel = df[df[key] == row]
+    if key == "task":      # the readout: the model's row, not the pictures through the VQ-GAN
+        sel = sel[sel["pictures"] == "NÜWA samples"]
+    if sel.empty:
+        raise ValueError(f"no row {row!r} in column {key!r}")
+    return [float(v) for v in sel[column]]
+
+
+def _ceiling(df, key: str, row, ceiling, column: str) -> float:
+    if ceiling == "ceiling" and key == "task":     # the readout's ceiling: same task, VQ-GAN
+        sel = df[(df["task"] == row) & df["pictures"].str.contains("VQ-GAN")]
+    else:
+        sel = df[df[key] == ceiling]
+    if sel.empty:
+        raise ValueError(f"no ceiling row {ceiling!r} in column {key!r}")
+    return float(sel[column].iloc[0])
+
+
+def learning_targets(root):
+    """Did the models learn their tasks? One row per target of :data:`LEARNING_TARGETS` whose
+    table the results folder holds: target, table, ours (the worst row where several count;
+    a ratio to the ceiling measured on the same prompts where the target is one), bar, met,
+    and a note where the value cannot be read (a table of an older record without the column
+    or row: ours NaN, not met; a ceiling of 0: no ratio)."""
+    import pandas as pd
+
+    rows = []
+    for what, name, key, row, column, ceiling, scale, op, bar in LEARNING_TARGETS:
+        df = load_table(root, name)
+        if df is None:
+            continue
+        note = ""
+        try:
+            values = _cell(df, key, row, column)
+            if ceiling is not None:
+                top = _ceiling(df, key, row, ceiling, column)
+                values = [v / top if top else float("nan") for v in values]
+                note = "" if top else "the ceiling is 0: no ratio"
+        except KeyError as err:
+            values, note = [float("nan")], f"no column {err} in {name}.csv"
+        except ValueError as err:
+            values, note = [float("nan")], f"{name}.csv: {err}"
+        values = [v * scale for v in values]
+        ours = min(values) if op == "≥" else max(values)
+        met = bool(ours >= bar if op == "≥" else ours <= bar) if math.isfinite(ours) else False
+        rows.append({"target": what, "table": name, "ours": ours, "bar": f"{op} {bar:g}",
+                     "met": met, "note": note})
+    return pd.DataFrame(rows, columns=["target", "table", "ours", "bar", "met", "note"])

@@ -64,3 +64,31 @@ def test_verdicts_of_another_cpu_are_shown_beside_ours_and_clear_flips_flagged(t
     assert list(both["same"]) == [True, False, False]
     assert list(both["clear flips"]) == [False, False, True]      # c: clear there, not here
     assert list(both["verdict there"]) == ["holds, clearly", "does not hold", "holds, clearly"]
+
+
+def test_learning_targets_are_read_against_the_ceiling_of_the_same_table(tmp_path):
+    _write(tmp_path, "pretraining_readout", pd.DataFrame([
+        {"task": "T2I", "pictures": "NÜWA samples", "Acc (all named)": 0.2, "motion": np.nan},
+        {"task": "T2I", "pictures": "real, through the VQ-GAN", "Acc (all named)": 0.5,
+         "motion": np.nan},
+        {"task": "V2V", "pictures": "NÜWA samples", "Acc (all named)": 0.1, "motion": 0.7},
+        {"task": "V2V", "pictures": "real, through the VQ-GAN", "Acc (all named)": 0.4,
+         "motion": 0.9}]))
+    _write(tmp_path, "tab6_s2v", pd.DataFrame([
+        {"row": "full-full", "FID-vid": 30.0, "paper FID-vid": 35.2, "Detected PA": 0.9,
+         "paper Detected PA": 0.5},
+        {"row": "nearby-nearby", "FID-vid": 50.0, "paper FID-vid": 27.8, "Detected PA": 0.8,
+         "paper Detected PA": 0.6},
+        {"row": "real through the VQ-GAN", "FID-vid": 20.0, "paper FID-vid": np.nan,
+         "Detected PA": 0.95, "paper Detected PA": np.nan}]))
+    t = SM.learning_targets(tmp_path).set_index("target")
+    assert set(t["table"]) == {"pretraining_readout", "tab6_s2v"}   # only the tables there
+    t2i = t.loc["pretraining readout: T2I Acc / ceiling"]
+    assert t2i["ours"] == 0.2 / 0.5 and t2i["bar"] == "≥ 0.5" and not t2i["met"]
+    assert t.loc["pretraining readout: V2V motion read", "met"]           # 0.7 ≥ 0.6, no ratio
+    fid = t.loc["Table 6: every row's FID-vid / ceiling (worst)"]
+    assert fid["ours"] == 2.5 and fid["met"]                              # worst row: 50 / 20
+    pa = t.loc["Table 6: every row's Detected PA (worst)"]
+    assert pa["ours"] == 0.8 and not pa["met"]                            # the reference is no row
+    assert "T2V" in t.loc["pretraining readout: T2V Acc / ceiling", "note"]   # no T2V row: NaN
+    assert not t.loc["pretraining readout: T2V Acc / ceiling", "met"]
