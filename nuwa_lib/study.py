@@ -482,8 +482,8 @@ TRAINING_SECTIONS = ("t2i", "s2i", "t2v", "v2v", "s2v", "multitask")
 
 def training_runs(cfg: Mapping[str, Any]) -> list:
     """Every NÜWA training stage the profile configures, as rows (section, stage, steps,
-    batch, samples seen, data size): what the study sized. Eq. 16's pretraining is ``train:``; the others
-    are the ``{steps: ...}`` overrides of the task notebooks' sections."""
+    batch, samples seen, data size): what the study sized. Eq. 16's pretraining is
+    ``train:``; the others are the ``{steps: ...}`` overrides of the task notebooks' sections."""
     base = cfg.get("train") or {}
 
     def row(section, stage, over):
