@@ -11,6 +11,10 @@ What notebooks 05-08 share, so no logic lives only in a notebook:
 * :func:`t2i_scores` -- Table 1's columns for one set of samples: FID-0/1/2/4/8, IS, CLIPSIM;
 * :func:`mean_std` and :func:`table1` -- seeds aggregated (mean, std) and our rows beside
   the paper's (:data:`nuwa_lib.paper.TABLE1`);
+* :func:`decide` and :func:`verdict` -- the rule every claim of every table follows: a
+  claim *holds* when the means are ordered as claimed, and holds *clearly* when the gap
+  exceeds the sum of the two rows' spreads, which needs a measured spread on both rows
+  (a single run has none: its clear is None, "holds (no spread measured)");
 * :func:`t2i_claims` -- the paper's two Table 1 claims decided from the numbers;
 * :func:`unchanged_region` and :func:`ti2i_scores` -- TI2I against the counterfactual
   ground truth: the changed attribute, the preserved ones, PA of the unchanged region;
@@ -151,16 +155,41 @@ def _get(table, key, column, what="Table 1"):
     return float(r[column].iloc[0]), float(r[f"{column} std"].iloc[0])
 
 
+def decide(ma: float, sa: float, mb: float, sb: float, lower: bool) -> tuple:
+    """(holds, clear) for "a beats b": ``ma``, ``mb`` the two means, ``sa``, ``sb`` their
+    stds over seeds (NaN where a row was run once; 0 for a deterministic reference such as
+    a copy of the data). ``holds``: a's mean is on the better side (``lower`` is better, or
+    higher); ``clear``: the gap exceeds ``sa + sb`` -- None when either spread is unmeasured,
+    since one run cannot tell a gap from another machine's rounding."""
+    gap = (mb - ma) if lower else (ma - mb)
+    if not (np.isfinite(sa) and np.isfinite(sb)):
+        return bool(gap > 0), None
+    return bool(gap > 0), bool(gap > sa + sb)
+
+
+def verdict(holds: bool, clear) -> str:
+    """The words of a claim's verdict: "holds, clearly", "holds, within the spread",
+    "holds (no spread measured)" (``clear`` None or NaN) or "does not hold"."""
+    if not holds:
+        return "does not hold"
+    if clear is None or (isinstance(clear, float) and np.isnan(clear)):
+        return "holds (no spread measured)"
+    return "holds, clearly" if clear else "holds, within the spread"
+
+
+def _all_clear(flags) -> bool | None:
+    """Several gaps at once: None when any is unmeasured, else whether all are clear."""
+    flags = list(flags)
+    return None if any(f is None for f in flags) else all(flags)
+
+
 def t2i_claims(table, fid: str = "FID-0") -> list:
     """The paper's Table 1 claims decided from our numbers (lower FID is better, higher
-    CLIPSIM is better): rows {"claim", "paper", "ours", "holds", "clear"}. ``holds``: the
-    means are ordered as claimed; ``clear``: every gap exceeds the sum of the two stds
-    (single runs: std 0)."""
+    CLIPSIM is better): rows {"claim", "paper", "ours", "holds", "clear"}, each decided by
+    :func:`decide` (``clear`` None where a compared row has a single run)."""
     def cmp(a, b, column, lower):
         (ma, sa), (mb, sb) = _get(table, a, column), _get(table, b, column)
-        gap = (mb - ma) if lower else (ma - mb)
-        spread = np.nan_to_num(sa) + np.nan_to_num(sb)
-        return gap > 0, gap > spread, f"{ma:.3f} vs {mb:.3f}"
+        return (*decide(ma, sa, mb, sb, lower), f"{ma:.3f} vs {mb:.3f}")
 
     def paper_value(key, column):
         return next(p[column] for p in paper.TABLE1 if p.get("ours") == key)
@@ -174,12 +203,12 @@ def t2i_claims(table, fid: str = "FID-0") -> list:
         out.append({"claim": f"nearby beats axial and full ({column}, {word} is better)",
                     "paper": f"{pv[0]} vs {pv[1]} (axial), {pv[2]} (full)",
                     "ours": f"{a[0][2]} (axial), {a[1][2].split(' vs ')[1]} (full)",
-                    "holds": bool(a[0][0] and a[1][0]), "clear": bool(a[0][1] and a[1][1])})
+                    "holds": bool(a[0][0] and a[1][0]), "clear": _all_clear([a[0][1], a[1][1]])})
         b = cmp("finetune_multitask", "finetune_cc", column, lower)
         out.append({"claim": f"multi-task pretraining helps T2I ({column}, {word} is better)",
                     "paper": f"{paper_value('finetune_multitask', column)} vs "
                              f"{paper_value('finetune_cc', column)} (CC only)",
-                    "ours": f"{b[2]} (CC only)", "holds": bool(b[0]), "clear": bool(b[1])})
+                    "ours": f"{b[2]} (CC only)", "holds": b[0], "clear": b[1]})
     return out
 
 
@@ -295,5 +324,5 @@ def segmentation_pa(segmenter, samples, sketches) -> float:
 
 
 __all__ = ["seeded", "real_pictures", "real_segs", "counterfactual_pictures", "t2i_scores", "mean_std", "table1",
-           "t2i_claims", "unchanged_region", "region_pa", "edit_accuracy", "ti2i_scores", "determined",
+           "decide", "verdict", "t2i_claims", "unchanged_region", "region_pa", "edit_accuracy", "ti2i_scores", "determined",
            "diversity", "i2i_scores", "segmentation_pa", "OUR_ROWS", "TABLE1_COLUMNS"]

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .image_tasks import verdict
+
 # (label, table, notebook): the paper's tables in the order the paper prints them.
 PAPER_TABLES = (
     ("Table 1 · T2I (MSCOCO's role)", "tab1_t2i", "05_t2i"),
@@ -121,16 +123,11 @@ def gather_claims(root):
             holds = bool(r["holds"])
             clear = r.get("clear", np.nan)
             clear = np.nan if clear is None or (isinstance(clear, float) and np.isnan(clear)) else bool(clear)
-            if isinstance(clear, float):
-                verdict = "holds (no spread measured)" if holds else "does not hold"
-            else:
-                verdict = ("holds, clearly" if clear else "holds, within the spread") if holds \
-                    else "does not hold"
             rows.append({"source": source, "claim": r["claim"],
                          "ours": r.get("ours", r.get("evidence", "")),
                          "paper": r["paper"] if isinstance(r.get("paper"), str) else "—",
                          "holds": holds, "clear": clear,
-                         "verdict": verdict})
+                         "verdict": verdict(holds, clear)})
     return pd.DataFrame(rows, columns=["source", "claim", "ours", "paper", "holds", "clear",
                                        "verdict"])
 

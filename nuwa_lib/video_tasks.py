@@ -8,8 +8,9 @@ What the video notebooks (09 on) share, so no logic lives only in a notebook:
   frame, world classifier features), FID-vid (video net features), CLIPSIM;
 * :func:`side_by_side` -- our rows (mean and std over runs) beside a paper table's rows;
 * :func:`compare` / :func:`claim` -- a claim of the paper ("a beats b on column c") decided
-  from the numbers, with the spread: *holds* (the means are ordered as claimed) and *clear*
-  (the gap exceeds the sum of the two stds; single runs count as std 0);
+  from the numbers by :func:`nuwa_lib.image_tasks.decide`: *holds* (the means are ordered as
+  claimed) and *clear* (the gap exceeds the sum of the two stds; None where a row has a
+  single run, so no verdict rests on one run's last digits);
 * :func:`heldout_share` -- how many samples of a set carry a held-out attribute x motion
   combination (the "zeroshot" split: all of them; the training splits: none).
 """
@@ -21,7 +22,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from . import image_tasks, metrics, world
-from .image_tasks import mean_std
+from .image_tasks import decide, mean_std, verdict
 
 T2V_COLUMNS = ("Acc", "FID-img", "FID-vid", "CLIPSIM")
 LOWER_IS_BETTER = {"Acc": False, "FID-img": True, "FID-vid": True, "CLIPSIM": False,
@@ -106,13 +107,13 @@ def _get(table, key, column):
 
 
 def compare(table, a: str, b: str, column: str, lower: bool | None = None) -> dict:
-    """Does row ``a`` beat row ``b`` on ``column``? {"holds", "clear", "ours", "gap"}."""
+    """Does row ``a`` beat row ``b`` on ``column``? {"holds", "clear", "ours", "gap"}
+    (``clear`` None where either row's std is NaN: a single run)."""
     lower = LOWER_IS_BETTER[column] if lower is None else lower
     (ma, sa), (mb, sb) = _get(table, a, column), _get(table, b, column)
-    gap = (mb - ma) if lower else (ma - mb)
-    spread = float(np.nan_to_num(sa) + np.nan_to_num(sb))
+    holds, clear = decide(ma, sa, mb, sb, lower)
     fmt = (lambda v, s: f"{v:.3f}" + ("" if np.isnan(s) else f" ± {s:.3f}"))
-    return {"holds": bool(gap > 0), "clear": bool(gap > spread), "gap": float(gap),
+    return {"holds": holds, "clear": clear, "gap": float((mb - ma) if lower else (ma - mb)),
             "ours": f"{fmt(ma, sa)} vs {fmt(mb, sb)}"}
 
 
@@ -126,10 +127,6 @@ def claim(table, text: str, a: str, b: str, column: str, lower: bool | None = No
     return {"claim": f"{text} ({column}, {word} is better)", "column": column,
             "paper": f"{pa:g} vs {pb:g}", "ours": c["ours"], "holds": c["holds"],
             "clear": c["clear"]}
-
-
-def verdict(holds: bool, clear: bool) -> str:
-    return ("holds, clearly" if clear else "holds, within the spread") if holds else "does not hold"
 
 
 def fvd_of(samples, real, video_net) -> float:

@@ -73,13 +73,26 @@ def test_claims_are_decided_from_the_numbers():
     assert nearby["holds"] and nearby["clear"] and "16.9" in nearby["paper"]
     assert claims["nearby beats axial and full", "CLIPSIM"]["holds"]
     multi = claims["multi-task pretraining helps T2I", "FID-0"]
-    assert not multi["holds"] and not multi["clear"]          # 4.5 > 4.0: worse
+    assert not multi["holds"] and multi["clear"] is None      # 4.5 > 4.0: worse; single runs
     assert claims["multi-task pretraining helps T2I", "CLIPSIM"]["holds"]
     # within the spread: ordered but not clear
     ours["scratch_nearby"] = [_scores(8.0, 0.5), _scores(9.5, 0.5), _scores(7.9, 0.5)]
     c = {x["claim"]: x for x in IT.t2i_claims(IT.table1(ours))}
     fid = c["nearby beats axial and full (FID-0, lower is better)"]
-    assert fid["holds"] and not fid["clear"]
+    assert fid["holds"] and fid["clear"] is False
+
+
+def test_a_claim_is_clear_only_with_a_measured_spread_on_both_rows():
+    assert IT.decide(1.0, 0.1, 2.0, 0.2, lower=True) == (True, True)       # gap 1 > 0.3
+    assert IT.decide(1.0, 0.6, 2.0, 0.6, lower=True) == (True, False)      # gap 1 < 1.2
+    assert IT.decide(2.0, 0.1, 1.0, 0.2, lower=False) == (True, True)      # higher is better
+    assert IT.decide(1.0, 0.1, 2.0, 0.2, lower=False) == (False, False)
+    assert IT.decide(1.0, np.nan, 2.0, 0.2, lower=True) == (True, None)    # one run: unmeasured
+    assert IT.decide(1.0, 0.1, 2.0, 0.0, lower=True) == (True, True)       # a deterministic copy
+    assert IT.verdict(True, True) == "holds, clearly"
+    assert IT.verdict(True, False) == "holds, within the spread"
+    assert IT.verdict(True, None) == IT.verdict(True, np.nan) == "holds (no spread measured)"
+    assert IT.verdict(False, None) == IT.verdict(False, True) == "does not hold"
 
 
 def test_t2i_scores_give_table1_columns(toks):
