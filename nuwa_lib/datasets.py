@@ -36,9 +36,10 @@ from typing import Any, Mapping, Optional
 import numpy as np
 import torch
 
-from . import checkpoint, tasks as T, world
+from . import tasks as T, world
 from .model import Condition
-from .paths import artifacts_dir
+from .utils import checkpoint, progress as P
+from .utils.paths import artifacts_dir
 
 TOKENS_FORMAT = "nuwa-world-tokens"
 TOKENS_VERSION = 1
@@ -188,7 +189,7 @@ def tokens_path(profile: str, key: Mapping) -> Path:
 
 
 def _encode_chunks(vq, pictures: np.ndarray, desc: str, progress: bool, chunk: int = 256):
-    from . import progress as P, vqgan
+    from . import vqgan
 
     out = []
     bar = P.bar(total=len(pictures), desc=desc, progress=progress, leave=False)

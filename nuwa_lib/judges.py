@@ -53,8 +53,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from . import checkpoint, progress as P, world
-from .paths import artifacts_dir
+from . import world
+from .utils import checkpoint, progress as P
+from .utils.paths import artifacts_dir
 
 # Bump a judge's version when its architecture, loss or training data changes: its old
 # cache files then stop matching and it retrains (the others are kept).

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from .paths import PROFILES_DIR
+from .utils.paths import PROFILES_DIR
 
 
 def available_profiles() -> list[str]:

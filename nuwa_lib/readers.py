@@ -74,7 +74,8 @@ from PIL import Image
 
 from . import tasks as T, world
 from .datasets import TaskData, Tokenizers, WorldTokens, _small_int
-from .paths import artifacts_dir
+from .utils import checkpoint, progress as P
+from .utils.paths import artifacts_dir
 
 REAL_TOKENS_FORMAT = "nuwa-real-tokens"
 REAL_TOKENS_VERSION = 1
@@ -786,7 +787,7 @@ def real_tokens_path(profile: str, key: Mapping) -> Path:
 def _encode(reader: Reader, indices, tokenizers: Tokenizers, progress: bool, chunk: int = 32):
     """Read and encode the samples at ``indices`` (skipping unreadable ones with
     ``skip_bad``): a dict of tensors and captions."""
-    from . import progress as P, vqgan
+    from . import vqgan
 
     sketch = tokenizers.sketch if reader.has_seg else None
     out = {"visual": [], "sketch": [], "captions": [], "indices": []}
@@ -850,8 +851,6 @@ def sync(error: BaseException | None, world_size: int = 1) -> None:
 
 
 def save_real_tokens(path, rt: RealTokens) -> Path:
-    from . import checkpoint
-
     return checkpoint.save(path, {"format": REAL_TOKENS_FORMAT, "version": REAL_TOKENS_VERSION,
                                   "key": rt.key, "kind": rt.kind, "captions": rt.captions,
                                   "indices": rt.indices, **rt.tensors()})
@@ -860,7 +859,6 @@ def save_real_tokens(path, rt: RealTokens) -> Path:
 def load_real_tokens(path, key: Mapping | None = None) -> RealTokens:
     """A cached :class:`RealTokens`; one made for other data or tokenizers raises
     :class:`~nuwa_lib.datasets.TokenCacheError` naming the file and the mismatch."""
-    from . import checkpoint
     from .datasets import TokenCacheError
 
     p = checkpoint.load(path, REAL_TOKENS_FORMAT, None if key is None else {"key": key},
@@ -935,8 +933,6 @@ def real_tokens(reader: Reader, tokenizers: Tokenizers, *, n: int | None = None,
     error = None
     try:
         parts = _encode(reader, range(rank, total, world_size), tokenizers, progress and rank == 0)
-        from . import checkpoint
-
         checkpoint.save(share, {"format": "nuwa-real-token-share", **_joined(parts)})
     except Exception as err:  # noqa: BLE001 - every process must learn of it (sync)
         error = err

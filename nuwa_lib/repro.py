@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from . import __version__
-from .paths import REPO_ROOT, results_dir
+from .utils.paths import REPO_ROOT, results_dir
 from .tablecheck import trained_columns
 
 

@@ -39,9 +39,9 @@ import numpy as np
 import torch
 from einops import rearrange
 
-from . import progress as P
 from .attention.masks import check_shape
 from .model import Condition, Nuwa, Shape3
+from .utils import progress as P
 
 LogitsHook = Callable[[int, torch.Tensor], None]
 ScoreFn = Callable[[torch.Tensor, int], object]

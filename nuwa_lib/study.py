@@ -35,8 +35,9 @@ from typing import Any, Mapping, Sequence
 import torch
 import torch.nn as nn
 
-from . import checkpoint, datasets, metrics, repro, tasks as T, vqgan
-from .paths import artifacts_dir
+from . import datasets, metrics, repro, tasks as T, vqgan
+from .utils import checkpoint, progress as P
+from .utils.paths import artifacts_dir
 
 STUDY_VERSION = 1
 TASKS = ("T2I", "T2V")
@@ -312,7 +313,7 @@ def run_study(cfg, *, tokenizers=None, progress=True) -> dict:
     from concurrent.futures import ProcessPoolExecutor, as_completed
     import multiprocessing
 
-    from . import judges as J, progress as P
+    from . import judges as J
 
     sc = StudyConfig.from_profile(cfg)
     # the judges and the profile's tokenizers first, here, so workers only read their caches

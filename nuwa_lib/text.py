@@ -32,7 +32,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from . import world
-from .paths import artifacts_dir
+from .utils.paths import artifacts_dir
 from .repro import atomic_write_bytes
 
 TEXT_VERSION = 1            # bump when the recipe below changes: old files stop matching

@@ -20,7 +20,7 @@ decay to 0 over the remaining steps; the global gradient norm is clipped
 task, which samples -- and dropout is re-seeded from (seed, t, rank) every step, so a run is
 a pure function of its config. Every ``checkpoint_every`` steps the whole state (model,
 optimiser, scheduler, step, sampler, loss history) is written atomically
-(:func:`nuwa_lib.checkpoint.save`); a restarted run continues from it to exactly the weights
+(:func:`nuwa_lib.utils.checkpoint.save`); a restarted run continues from it to exactly the weights
 of an uninterrupted run. A checkpoint of another config, or a corrupt one, raises
 :class:`TrainCheckpointError` naming the file and the mismatch.
 
@@ -56,10 +56,11 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from . import checkpoint, tasks as T, world
+from . import tasks as T, world
 from .datasets import TaskData, Tokenizers, profile_tokenizers, task_data, world_settings
 from .model import Nuwa, NuwaConfig
-from .paths import artifacts_dir
+from .utils import checkpoint, progress as P
+from .utils.paths import artifacts_dir
 
 TRAIN_VERSION = 1
 STATE_FORMAT = "nuwa-training-state"
@@ -361,7 +362,6 @@ class Trainer:
     def run(self, until: int | None = None, progress=True, on_step: Callable | None = None):
         """Train until step ``until`` (default: the config's steps); ``on_step(trainer)``
         runs after every step (checkpointing). The caller's random state is left as it was."""
-        from . import progress as P
 
         until = self.config.steps if until is None else min(until, self.config.steps)
         bar = P.bar(total=until, initial=self.step, desc="NÜWA " + "+".join(self.tasks),
@@ -677,8 +677,6 @@ class Run:
 def _train_chain(chain: Sequence[Run], threads: int, tokenizers: Tokenizers | None) -> None:
     """In a worker process: every run of ``chain`` in order, each from the previous one's
     weights (all but the last are cached by then). The cache is the result."""
-    from . import progress as P
-
     torch.set_num_threads(threads)
     init = None
     for r in chain:
@@ -696,8 +694,6 @@ def get_many(runs: Mapping[Any, Run], *, workers: int = 1, tokenizers: Tokenizer
     does. ``tokenizers`` (default: the profile's, loaded where needed) go to the workers too."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
     import multiprocessing
-
-    from . import progress as P
 
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")

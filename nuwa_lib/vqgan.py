@@ -46,8 +46,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from . import checkpoint, paper, world
-from .paths import artifacts_dir
+from . import paper, world
+from .utils import checkpoint, progress as P
+from .utils.paths import artifacts_dir
 
 KINDS = ("vqvae", "vqgan", "seg")
 VQ_VERSION = 1
@@ -552,7 +553,6 @@ class Trainer:
     def run(self, until=None, progress=True, on_step: Callable | None = None):
         """Train until step ``until`` (default: the config's steps); ``on_step(trainer)``
         runs after every step (checkpointing)."""
-        from . import progress as P
 
         until = self.config.steps if until is None else min(until, self.config.steps)
         bar = P.bar(total=until, initial=self.step, desc=f"{self.config.kind} {self.config.label}",
@@ -700,8 +700,6 @@ def get_tokenizer(cfg: Mapping[str, Any], name: str, *, classifier=None, profile
 def _train_in_worker(cfg, name, profile):
     """One tokenizer trained (or found) in a worker process: returns nothing, the cache is
     the result."""
-    from . import progress as P
-
     get_tokenizer(cfg, name, profile=profile, progress=P.for_workers())
 
 

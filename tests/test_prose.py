@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from nuwa_lib import paper, profiles, prose
-from nuwa_lib.paths import REPO_ROOT
+from nuwa_lib.utils.paths import REPO_ROOT
 
 MINI = REPO_ROOT / "results" / "mini"
 EXECUTED = sorted((MINI / "notebooks").glob("[0-9][0-9]_*.ipynb"))

@@ -21,7 +21,7 @@ from PIL import Image
 
 from nuwa_lib import datasets as D, readers as R, tasks as T, text, train as TR, vqgan as V
 from nuwa_lib.model import NuwaConfig
-from nuwa_lib.paths import REPO_ROOT
+from nuwa_lib.utils.paths import REPO_ROOT
 from nuwa_lib.profiles import load_profile
 
 S = 32                      # reader size in the unit tests (the tiny tokenizers' canvas)

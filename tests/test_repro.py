@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from nuwa_lib import repro
-from nuwa_lib.paths import results_dir
+from nuwa_lib.utils.paths import results_dir
 
 
 def test_same_seed_gives_same_random_numbers():

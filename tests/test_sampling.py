@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from nuwa_lib.model import Condition, Nuwa, NuwaConfig
-from nuwa_lib.progress import enabled as show_progress
+from nuwa_lib.utils.progress import enabled as show_progress
 from nuwa_lib.sampling import BestOfN, best_of_n, draw, sample
 
 B = 2

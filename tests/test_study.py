@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 
-from nuwa_lib import checkpoint, judges as J, profiles, study
+from nuwa_lib import judges as J, profiles, study
+from nuwa_lib.utils import checkpoint
 from task_helpers import tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -9,9 +9,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-from nuwa_lib import checkpoint, datasets as D, tasks as T, text, train as TR, vqgan as V
+from nuwa_lib import datasets as D, tasks as T, text, train as TR, vqgan as V
 from nuwa_lib.model import Condition, Nuwa, NuwaConfig
-from nuwa_lib.paths import REPO_ROOT
+from nuwa_lib.utils import checkpoint
+from nuwa_lib.utils.paths import REPO_ROOT
 from nuwa_lib.profiles import load_profile
 
 FRAMES = 4

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from nuwa_lib import checkpoint, world
+from nuwa_lib import world
+from nuwa_lib.utils import checkpoint
 from nuwa_lib import judges as J
 from nuwa_lib import vqgan as V
 

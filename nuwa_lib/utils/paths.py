@@ -13,7 +13,7 @@ def _find_repo_root() -> Path:
     env = os.environ.get("NUWA_REPO_ROOT")
     if env:
         return Path(env).resolve()
-    here = Path(__file__).resolve().parent.parent
+    here = Path(__file__).resolve().parents[2]      # nuwa_lib/utils/paths.py -> the repo
     if (here / "profiles").is_dir():
         return here
     for parent in [Path.cwd(), *Path.cwd().parents]:
