@@ -50,7 +50,8 @@ sys.path.insert(0, str(ROOT))
 
 from nuwa_lib.model import Condition, Nuwa, NuwaConfig, count_parameters  # noqa: E402
 from nuwa_lib.profiles import load_profile  # noqa: E402
-from nuwa_lib.repro import provenance, write_json  # noqa: E402
+from nuwa_lib.utils.files import write_json  # noqa: E402
+from nuwa_lib.utils.provenance import provenance  # noqa: E402
 from nuwa_lib.sampling import sample  # noqa: E402
 
 IMAGE, VIDEO = (1, 16, 16), (8, 16, 16)

@@ -29,6 +29,7 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from nuwa_lib import world  # noqa: E402
+from nuwa_lib.utils.files import atomic_write_bytes  # noqa: E402
 
 TARGET_IMAGES_PER_S = 1000
 TARGET_VIDEOS_PER_S = 150
@@ -50,7 +51,7 @@ def _rate(role, n, canvas=32, frames=8, repeats=5):
 
 def _provenance():
     try:
-        from nuwa_lib.repro import provenance
+        from nuwa_lib.utils.provenance import provenance
         return provenance(profile=None, seed=0)
     except Exception as exc:  # repro.py missing or broken: keep the benchmark usable
         try:
@@ -87,10 +88,7 @@ def main(argv=None):
         "provenance": _provenance(),
     }
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    os.replace(tmp, out)
+    atomic_write_bytes(out, (json.dumps(result, indent=2, default=str) + "\n").encode())
     print(f"world: {images['median_per_s']:.0f} images/s at 32x32 (cold {images['cold_per_s']:.0f}), "
           f"{images64['median_per_s']:.0f} images/s at 64x64, {videos['median_per_s']:.0f} "
           f"videos/s at 8x32x32 on 1 core; target {TARGET_IMAGES_PER_S} images/s "

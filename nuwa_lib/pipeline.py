@@ -171,7 +171,8 @@ def execute_notebook(nb: str, profile: str, params: dict, out_root: Path,
 
 
 def _record_runtimes(out_root: Path, profile: str, seconds: dict[str, float]) -> None:
-    from .repro import provenance, write_json
+    from .utils.files import write_json
+    from .utils.provenance import provenance
 
     path = out_root / "metrics" / "runtimes.json"
     previous = {}

@@ -35,8 +35,9 @@ from typing import Any, Mapping, Sequence
 import torch
 import torch.nn as nn
 
-from . import datasets, metrics, repro, tasks as T, vqgan
+from . import datasets, metrics, tasks as T, vqgan
 from .utils import checkpoint, progress as P
+from .utils.files import write_json
 from .utils.paths import artifacts_dir
 
 STUDY_VERSION = 1
@@ -303,7 +304,7 @@ def _run_arm(cfg, kind: str, arm, tokenizers=None, progress=False) -> list:
         rows = model_curve(cfg, arm, sc, judges, tokenizers, progress=progress)
     else:
         rows = tokenizer_curve(cfg, arm, sc, judges, progress=progress)
-    repro.write_json(path, {"key": checkpoint.canonical(key), "rows": rows})
+    write_json(path, {"key": checkpoint.canonical(key), "rows": rows})
     return rows
 
 

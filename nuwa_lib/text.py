@@ -33,7 +33,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 
 from . import world
 from .utils.paths import artifacts_dir
-from .repro import atomic_write_bytes
+from .utils.files import atomic_write_bytes
 
 TEXT_VERSION = 1            # bump when the recipe below changes: old files stop matching
 PAD, UNK = "<pad>", "<unk>"

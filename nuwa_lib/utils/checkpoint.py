@@ -10,11 +10,12 @@ does not match: an unreadable file, another format, or another config.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+
+from .files import atomic_path
 
 
 class CheckpointError(RuntimeError):
@@ -27,16 +28,11 @@ def canonical(obj):
 
 
 def save(path, payload: Mapping[str, Any]) -> Path:
-    """``torch.save`` to a temp file in the same folder, then rename over ``path``."""
+    """``torch.save`` to a temp file in the same folder, then rename over ``path``
+    (:func:`nuwa_lib.utils.files.atomic_path`)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         torch.save(dict(payload), tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 

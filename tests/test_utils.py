@@ -1,0 +1,68 @@
+"""The shared utilities of nuwa_lib.utils: seeding, provenance, atomic files, the artifact
+cache, the worker pool, pictures as tensors, and the rule that nothing imports upwards."""
+import json
+
+import pytest
+import torch
+
+from nuwa_lib.utils import checkpoint
+from nuwa_lib.utils.files import atomic_path, atomic_write_bytes, write_json
+from nuwa_lib.utils.provenance import provenance
+from nuwa_lib.utils.seeding import seed_everything
+
+
+def test_same_seed_gives_same_random_numbers():
+    seed_everything(3)
+    a = torch.rand(4), torch.randn(2)
+    seed_everything(3)
+    b = torch.rand(4), torch.randn(2)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "0", None, True])
+def test_seed_must_be_a_non_negative_integer(bad):
+    with pytest.raises(ValueError, match="seed"):
+        seed_everything(bad)
+
+
+def test_provenance_names_commit_versions_profile_and_seed():
+    p = provenance("smoke", 7)
+    for key in ("git_sha", "git_dirty", "python", "torch", "triton", "nuwa_lib", "utc_time"):
+        assert key in p
+    assert p["profile"] == "smoke" and p["seed"] == 7
+    assert p["torch"].startswith("2.14.1")
+
+
+def test_interrupted_write_leaves_old_file_and_no_temp(tmp_path):
+    path = tmp_path / "t.json"
+    write_json(path, {"ok": 1})
+    with pytest.raises(TypeError):
+        write_json(path, {"bad": object()})
+    assert json.loads(path.read_text()) == {"ok": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["t.json"]
+
+
+def test_written_results_are_readable_by_others(tmp_path):
+    path = write_json(tmp_path / "m.json", {"a": 1})
+    assert path.stat().st_mode & 0o044 == 0o044
+
+
+def test_an_exception_mid_write_leaves_the_old_file_and_nothing_half_written(tmp_path):
+    path = tmp_path / "sub" / "f.bin"
+    atomic_write_bytes(path, b"old")
+    with pytest.raises(RuntimeError, match="disk full"):
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(b"half of the n")
+            raise RuntimeError("disk full")
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in path.parent.iterdir()] == ["f.bin"]
+
+
+def test_checkpoints_write_through_the_same_helper(tmp_path):
+    path = checkpoint.save(tmp_path / "c.pt", {"format": "x", "w": torch.ones(2)})
+    assert checkpoint.load(path, "x")["w"].tolist() == [1.0, 1.0]
+    assert path.stat().st_mode & 0o044 == 0o044 and [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+    with pytest.raises(AttributeError, match="pickle"):              # torch.save fails mid-write
+        checkpoint.save(path, {"format": "x", "bad": lambda: 0})
+    assert checkpoint.load(path, "x")["w"].tolist() == [1.0, 1.0]
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
