@@ -29,6 +29,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from . import metrics, paper, world
+from .segmentation import pixel_accuracy
 
 # The paper's columns, then ours: "Acc" (the world classifier reads every attribute the
 # caption names, DESIGN §7), which the paper has no column for.
@@ -320,7 +321,7 @@ def i2i_scores(classifier, samples, captions, is_determined, second=None) -> dic
 # --------------------------------------------------------------------------- S2I
 def segmentation_pa(segmenter, samples, sketches) -> float:
     """S2I: PA of the world segmenter's maps of generated images against the input sketch."""
-    return metrics.pixel_accuracy(segmenter.predict(np.asarray(samples)), np.asarray(sketches))
+    return pixel_accuracy(segmenter.predict(np.asarray(samples)), np.asarray(sketches))
 
 
 __all__ = ["seeded", "real_pictures", "real_segs", "counterfactual_pictures", "t2i_scores", "mean_std", "table1",

@@ -54,8 +54,10 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from . import world
+from .segmentation import fwiou, mean_iou, pixel_accuracy
 from .utils import checkpoint, progress as P
 from .utils.paths import artifacts_dir
+from .utils.tensors import evaluating, to_tensor
 
 # Bump a judge's version when its architecture, loss or training data changes: its old
 # cache files then stop matching and it retrains (the others are kept).
@@ -77,18 +79,6 @@ def _exists(x):
 
 
 # --------------------------------------------------------------------------- tensors
-def to_tensor(images) -> torch.Tensor:
-    """uint8 images (..., H, W, 3), numpy or torch, -> float (..., 3, H, W) in [-1, 1].
-
-    (N, H, W, 3) images give (N, 3, H, W); (N, T, H, W, 3) videos give (N, T, 3, H, W)."""
-    x = images if torch.is_tensor(images) else torch.from_numpy(np.ascontiguousarray(images))
-    if x.dtype != torch.uint8:
-        raise ValueError(f"images must be uint8 with values 0..255, got dtype {x.dtype}")
-    if x.ndim < 3 or x.shape[-1] != 3:
-        raise ValueError(f"images must have shape (..., H, W, 3), got {tuple(x.shape)}")
-    return rearrange(x, "... h w c -> ... c h w").float().div(127.5).sub(1.0)
-
-
 def _batched(fn, x, batch_size=256):
     """Apply ``fn`` to slices of ``x`` (numpy) and concatenate the tensors it returns."""
     outs = [fn(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
@@ -556,22 +546,6 @@ class Segmenter(nn.Module):
         return out.numpy().astype(np.uint8)
 
 
-class evaluating:
-    """Context manager: the module in eval mode inside, its previous mode restored after."""
-
-    def __init__(self, module):
-        self.module = module
-
-    def __enter__(self):
-        self.was_training = self.module.training
-        self.module.eval()
-        return self.module
-
-    def __exit__(self, *exc):
-        self.module.train(self.was_training)
-        return False
-
-
 def build(name, jcfg: JudgesConfig) -> nn.Module:
     """A fresh (untrained) judge of the given name."""
     c = jcfg.judge(name)
@@ -921,8 +895,6 @@ def check_judges(judges: Judges, heldout: int, candidates: int, targets: Mapping
         rows.append(_row("clip", "CLIPSIM, matched pairs", (img * txt).sum(1).mean()))
         rows.append(_row("clip", "CLIPSIM, mismatched pairs", (img * txt.roll(1, 0)).sum(1).mean()))
     if judges.segmenter is not None:
-        from .metrics import fwiou, mean_iou, pixel_accuracy
-
         moving = world_data("test", max(1, heldout // jc.frames), video=True,
                             start=3 * heldout, **kw)
         sets = (("images", mixed.pixels, mixed.seg),

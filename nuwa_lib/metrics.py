@@ -19,8 +19,9 @@ therefore on their own scale: compare rows within our tables, never with the pap
   For videos it is the mean over frames.
 * Acc: agreement of the classifier's (or video net's) reading with the attributes the
   prompt names (see :func:`attribute_agreement` for two-object prompts).
-* SSIM (Table 4), PA and FWIoU (Table 4) as usually defined; Detected PA (Table 6) is the PA
-  of the world segmenter's maps of generated frames against the input sketch.
+* SSIM (Table 4) as usually defined; PA and FWIoU (Table 4) are in :mod:`nuwa_lib.segmentation`;
+  Detected PA (Table 6) is the PA of the world segmenter's maps of generated frames against
+  the input sketch.
 
 Nothing here downloads anything: the extractor gets its network from memory (or a judge
 checkpoint), inputs are in-memory datasets, and torch-fidelity's file cache is off.
@@ -36,6 +37,9 @@ import torch
 import torch.nn.functional as F
 
 from . import world
+from .judges import VIDEO_PRESENCE, load_checkpoint
+from .segmentation import pixel_accuracy
+from .utils.tensors import evaluating, to_tensor
 
 FID_RADII = (0, 1, 2, 4, 8)     # Table 1's FID-k columns
 EXTRACTOR_NAME = "nuwa-world-classifier"
@@ -169,8 +173,7 @@ def _resolve_judge(source):
     if isinstance(source, str) and source in _LIVE:
         return _LIVE[source]
     if source is not None and Path(str(source)).is_file():
-        from .judges import load_checkpoint     # a classifier judge file from the cache
-        return load_checkpoint(source, expect="classifier")
+        return load_checkpoint(source, expect="classifier")   # a classifier judge file
     raise ValueError(f"feature_extractor_weights_path {source!r} is neither a live judge "
                      f"token from nuwa_lib.metrics nor a classifier judge checkpoint")
 
@@ -207,7 +210,6 @@ def _extractor_class():
             return torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
 
         def forward(self, x):
-            from .judges import evaluating
             x = x.float().div(127.5).sub(1.0) if x.dtype == torch.uint8 else x
             with evaluating(self.judge):
                 out = self.judge(x)
@@ -353,8 +355,6 @@ def fid_img(generated_videos, real_videos, classifier) -> float:
 @torch.no_grad()
 def video_layers(video_net, videos, batch_size=128) -> dict:
     """{"features": (N, D), "logits": (N, C)} of the video net for uint8 (N, T, H, W, 3)."""
-    from .judges import evaluating, to_tensor
-
     videos = _uint8(videos, "videos", ndim=5)
     feats, logits = [], []
     with evaluating(video_net):
@@ -416,8 +416,6 @@ def attribute_agreement(judge, pixels, captions, per_sample=False) -> dict:
     background always by its head. Returns per-attribute agreement rates, "all" (every named
     attribute agrees: the Acc of our tables), "n" and, with ``per_sample``, "per_sample"
     (bool array: did every named attribute of that sample agree)."""
-    from .judges import VIDEO_PRESENCE
-
     pixels = np.asarray(pixels)
     if len(pixels) != len(captions):
         raise ValueError(f"{len(pixels)} images/videos but {len(captions)} captions")
@@ -505,46 +503,6 @@ def ssim(a, b) -> float:
 
 
 # --------------------------------------------------------------------------- segmentation
-def confusion_matrix(pred, target, n_classes=world.N_SEG_CLASSES) -> np.ndarray:
-    """(n_classes, n_classes) counts: rows = target class, columns = predicted class."""
-    pred, target = np.asarray(pred), np.asarray(target)
-    if pred.shape != target.shape:
-        raise ValueError(f"pred {pred.shape} and target {target.shape} differ in shape")
-    for name, x in (("pred", pred), ("target", target)):
-        if x.size and (x.min() < 0 or x.max() >= n_classes):
-            raise ValueError(f"{name} has labels outside 0..{n_classes - 1}")
-    idx = target.astype(np.int64).ravel() * n_classes + pred.astype(np.int64).ravel()
-    return np.bincount(idx, minlength=n_classes ** 2).reshape(n_classes, n_classes)
-
-
-def pixel_accuracy(pred, target) -> float:
-    """PA: the fraction of pixels whose predicted class is the target's."""
-    pred, target = np.asarray(pred), np.asarray(target)
-    if pred.shape != target.shape:
-        raise ValueError(f"pred {pred.shape} and target {target.shape} differ in shape")
-    return float((pred == target).mean())
-
-
-def _iou(cm):
-    inter = np.diag(cm).astype(np.float64)
-    union = cm.sum(0) + cm.sum(1) - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-
-
-def fwiou(pred, target, n_classes=world.N_SEG_CLASSES) -> float:
-    """FWIoU: IoU per class weighted by the class's share of target pixels."""
-    cm = confusion_matrix(pred, target, n_classes)
-    freq = cm.sum(1) / cm.sum()
-    return float((freq * _iou(cm)).sum())
-
-
-def mean_iou(pred, target, n_classes=world.N_SEG_CLASSES) -> float:
-    """mIoU over the classes present in the target or the prediction."""
-    cm = confusion_matrix(pred, target, n_classes)
-    present = (cm.sum(0) + cm.sum(1)) > 0
-    return float(_iou(cm)[present].mean())
-
-
 def detected_pa(segmenter, videos, sketches) -> float:
     """Detected PA (Table 6): segment every generated frame with the world segmenter and
     score the pixel accuracy against the input sketch (N, T, H, W)."""

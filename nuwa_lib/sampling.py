@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import math
 import numbers
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Callable, Optional, Tuple
 
@@ -42,6 +41,7 @@ from einops import rearrange
 from .attention.masks import check_shape
 from .model import Condition, Nuwa, Shape3
 from .utils import progress as P
+from .utils.tensors import evaluating
 
 LogitsHook = Callable[[int, torch.Tensor], None]
 ScoreFn = Callable[[torch.Tensor, int], object]
@@ -179,17 +179,6 @@ class _Chooser:
 
 
 # ------------------------------------------------------------------------- decoding
-@contextmanager
-def _eval_mode(model: torch.nn.Module):
-    """No dropout while sampling; the caller's train/eval mode comes back afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
 def _bar(total: int, desc: str, progress):
     return P.bar(total=total, desc=desc, unit="tok", progress=progress, leave=False)
 
@@ -253,7 +242,7 @@ def sample(model: Nuwa, cond: Condition, target_grid, *, temperature: float = 1.
                                     model.bos.device), on_logits)
     cond = cond.to(model.bos.device)
     decode = _decode_cached if use_cache else _decode_uncached
-    with _eval_mode(model), torch.no_grad(), \
+    with evaluating(model), torch.no_grad(), \
             _bar(math.prod(grid), "sampling" if use_cache else "sampling (no cache)",
                  progress) as bar:
         tokens = decode(model, cond, grid, choose, bar)

@@ -49,6 +49,7 @@ from einops import rearrange
 from . import paper, world
 from .utils import checkpoint, progress as P
 from .utils.paths import artifacts_dir
+from .utils.tensors import to_tensor
 
 KINDS = ("vqvae", "vqgan", "seg")
 VQ_VERSION = 1
@@ -394,7 +395,7 @@ def to_input(pics, config: VQConfig) -> torch.Tensor:
     else:
         if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != torch.uint8:
             raise ValueError(f"images must be uint8 (N, H, W, 3), got {tuple(x.shape)} {x.dtype}")
-        x = rearrange(x, "n h w c -> n c h w").float().div(127.5).sub(1.0)
+        x = to_tensor(x)
     if tuple(x.shape[-2:]) != (config.canvas, config.canvas):
         raise ValueError(f"this tokenizer takes {config.canvas}x{config.canvas} inputs, got "
                          f"{tuple(x.shape[-2:])}")
@@ -796,14 +797,14 @@ def evaluate_images(vq: VQModel, classifier, n: int, judge_canvas=32) -> dict:
 def evaluate_sketches(vq: VQModel, n: int) -> list:
     """Table 4's lower part for a VQ-GAN-Seg: PA and FWIoU (in %) of reconstructed maps of
     ``n`` held-out COCO-Stuff-role sketches and ``n`` VSPW-role video frames."""
-    from . import metrics
+    from .segmentation import fwiou, pixel_accuracy
 
     rows = []
     for data, video in (("COCO-Stuff role", False), ("VSPW role", True)):
         maps = heldout_pictures(vq.config, n, video_role=video)
         rec = reconstruct(vq, maps)
-        rows.append({"data": data, "PA": 100 * metrics.pixel_accuracy(rec, maps),
-                     "FWIoU": 100 * metrics.fwiou(rec, maps), **codebook_usage(vq, maps)})
+        rows.append({"data": data, "PA": 100 * pixel_accuracy(rec, maps),
+                     "FWIoU": 100 * fwiou(rec, maps), **codebook_usage(vq, maps)})
     return rows
 
 

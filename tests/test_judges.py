@@ -5,6 +5,7 @@ import torch
 
 from nuwa_lib import judges as J
 from nuwa_lib import world
+from nuwa_lib.utils.tensors import to_tensor
 
 TINY = {"threads": 1,
         "classifier": {"width": 4, "feature_dim": 8, "steps": 2, "batch_size": 4},
@@ -25,23 +26,6 @@ def _cfg(**judges):
 def artifacts(tmp_path, monkeypatch):
     monkeypatch.setenv("NUWA_ARTIFACTS_DIR", str(tmp_path))
     return tmp_path
-
-
-# ----------------------------------------------------------------------------- tensors
-def test_to_tensor_puts_channels_first_in_minus_one_to_one():
-    img = np.zeros((2, 5, 6, 3), np.uint8)
-    img[0, 0, 0] = 255
-    x = J.to_tensor(img)
-    assert x.shape == (2, 3, 5, 6) and x.dtype == torch.float32
-    assert x[0, :, 0, 0].tolist() == [1.0, 1.0, 1.0] and x[1].min() == -1.0
-    assert J.to_tensor(np.zeros((2, 4, 5, 6, 3), np.uint8)).shape == (2, 4, 3, 5, 6)
-
-
-def test_to_tensor_rejects_floats_and_wrong_layouts():
-    with pytest.raises(ValueError, match="uint8"):
-        J.to_tensor(np.zeros((1, 4, 4, 3), np.float32))
-    with pytest.raises(ValueError, match=r"\(\.\.\., H, W, 3\)"):
-        J.to_tensor(np.zeros((1, 3, 4, 4), np.uint8))
 
 
 # ----------------------------------------------------------------------------- networks
@@ -79,7 +63,7 @@ def test_clip_gives_unit_embeddings_and_square_logits():
     txt = clip.embed_captions(caps)
     assert img.shape == txt.shape == (2, 8)
     assert torch.allclose(txt.norm(dim=1), torch.ones(2), atol=1e-5)
-    assert clip(J.to_tensor(np.zeros((2, 32, 32, 3), np.uint8)), clip.tokenizer(caps)).shape == (2, 2)
+    assert clip(to_tensor(np.zeros((2, 32, 32, 3), np.uint8)), clip.tokenizer(caps)).shape == (2, 2)
 
 
 def test_text_encoder_ignores_padding():

@@ -5,6 +5,7 @@ import torch
 
 from nuwa_lib import judges as J
 from nuwa_lib import metrics as M
+from nuwa_lib import segmentation as S
 from nuwa_lib import world
 from task_helpers import PerfectReader
 
@@ -185,17 +186,17 @@ def test_pa_and_fwiou_on_a_hand_made_map():
                      [2, 2, 0, 2]])
     # 14 of 16 pixels right. IoU: class 0 = 7/9 (8 target, 8 predicted, 7 shared),
     # class 1 = 4/5, class 2 = 3/4; frequencies 8/16, 4/16, 4/16.
-    assert M.pixel_accuracy(pred, target) == pytest.approx(14 / 16)
-    assert M.fwiou(pred, target, 3) == pytest.approx(0.5 * 7 / 9 + 0.25 * 4 / 5 + 0.25 * 3 / 4)
-    assert M.mean_iou(pred, target, 3) == pytest.approx((7 / 9 + 4 / 5 + 3 / 4) / 3)
-    assert M.fwiou(target, target, 3) == M.pixel_accuracy(target, target) == 1.0
+    assert S.pixel_accuracy(pred, target) == pytest.approx(14 / 16)
+    assert S.fwiou(pred, target, 3) == pytest.approx(0.5 * 7 / 9 + 0.25 * 4 / 5 + 0.25 * 3 / 4)
+    assert S.mean_iou(pred, target, 3) == pytest.approx((7 / 9 + 4 / 5 + 3 / 4) / 3)
+    assert S.fwiou(target, target, 3) == S.pixel_accuracy(target, target) == 1.0
 
 
 def test_segmentation_metrics_check_shapes_and_labels():
     with pytest.raises(ValueError, match="differ in shape"):
-        M.pixel_accuracy(np.zeros((2, 2)), np.zeros((2, 3)))
+        S.pixel_accuracy(np.zeros((2, 2)), np.zeros((2, 3)))
     with pytest.raises(ValueError, match="outside 0..2"):
-        M.fwiou(np.full((2, 2), 5), np.zeros((2, 2)), 3)
+        S.fwiou(np.full((2, 2), 5), np.zeros((2, 2)), 3)
 
 
 def test_detected_pa_segments_every_frame_against_the_sketch():

@@ -2,6 +2,7 @@
 cache, the worker pool, pictures as tensors, and the rule that nothing imports upwards."""
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -9,6 +10,7 @@ from nuwa_lib.utils import checkpoint
 from nuwa_lib.utils.files import atomic_path, atomic_write_bytes, write_json
 from nuwa_lib.utils.provenance import provenance
 from nuwa_lib.utils.seeding import seed_everything
+from nuwa_lib.utils.tensors import evaluating, to_tensor
 
 
 def test_same_seed_gives_same_random_numbers():
@@ -66,3 +68,31 @@ def test_checkpoints_write_through_the_same_helper(tmp_path):
         checkpoint.save(path, {"format": "x", "bad": lambda: 0})
     assert checkpoint.load(path, "x")["w"].tolist() == [1.0, 1.0]
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_to_tensor_puts_channels_first_in_minus_one_to_one():
+    img = np.zeros((2, 5, 6, 3), np.uint8)
+    img[0, 0, 0] = 255
+    x = to_tensor(img)
+    assert x.shape == (2, 3, 5, 6) and x.dtype == torch.float32
+    assert x[0, :, 0, 0].tolist() == [1.0, 1.0, 1.0] and x[1].min() == -1.0
+    assert to_tensor(np.zeros((2, 4, 5, 6, 3), np.uint8)).shape == (2, 4, 3, 5, 6)
+
+
+def test_to_tensor_rejects_floats_and_wrong_layouts():
+    with pytest.raises(ValueError, match="uint8"):
+        to_tensor(np.zeros((1, 4, 4, 3), np.float32))
+    with pytest.raises(ValueError, match=r"\(\.\.\., H, W, 3\)"):
+        to_tensor(np.zeros((1, 3, 4, 4), np.uint8))
+
+
+def test_evaluating_restores_the_mode_even_when_the_block_raises():
+    net = torch.nn.Dropout()
+    with evaluating(net) as inside:
+        assert inside is net and not net.training
+    assert net.training
+    net.eval()
+    with pytest.raises(KeyError):
+        with evaluating(net):
+            raise KeyError("x")
+    assert not net.training
