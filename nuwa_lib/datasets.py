@@ -22,8 +22,9 @@ sampling uses. The tokenizers are arguments (:class:`Tokenizers`), so tests can 
 untrained ones; :func:`profile_tokenizers` fetches the profile's.
 
 Real part. The readers of the paper's datasets and their tokens (:class:`~nuwa_lib.readers.
-RealTokens`, which :class:`TaskData` takes too; ``task_data(task, reader, ...)``) live in
-:mod:`nuwa_lib.readers` and are reachable from here under the same names.
+RealTokens`, which :class:`TaskData` takes too) live in :mod:`nuwa_lib.readers`, which builds
+on this module (never the other way round); ``task_data(task, reader, ...)`` asks the reader
+for its task data (:meth:`nuwa_lib.readers.Reader.task_data`).
 """
 from __future__ import annotations
 
@@ -417,10 +418,8 @@ def task_data(task, role: str | None = None, split: str = "train", n: int = 256,
     (``split`` and the world settings do not apply), through
     :func:`~nuwa_lib.readers.real_task_data`."""
     task = T.get_task(task)
-    from .readers import Reader, real_task_data
-
-    if isinstance(role, Reader):
-        return real_task_data(task, role, tokenizers, n=n, profile=profile, progress=progress)
+    if hasattr(role, "task_data"):     # a real dataset's reader (nuwa_lib.readers.Reader)
+        return role.task_data(task, tokenizers, n=n, profile=profile, progress=progress)
     role = role or task.role
     wt = world_tokens(role, split, n, tokenizers, seed=seed, canvas=canvas, frames=frames,
                       variant=task.name if task.counterfactual else None, profile=profile,
@@ -451,14 +450,3 @@ def captions_of(role: str, split: str, indices, *, seed=0, canvas=32, frames=8) 
     return [world.caption(world.sample(role, split, int(i), seed, canvas, frames).scene, video)
             for i in indices]
 
-
-# Real datasets: the readers and their token path live in nuwa_lib/readers.py (one idea per
-# module), which builds on the classes above; their names resolve here too
-# (``datasets.CocoCaptions``, ``from nuwa_lib.datasets import real_tokens``), lazily, so
-# either module can be imported first.
-def __getattr__(name):
-    from . import readers
-
-    if name in readers.__all__:
-        return getattr(readers, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,5 +1,7 @@
 """Real datasets (Sec. 4, 4.1): readers for the paper's data on disk, and the path from them
-to training. :mod:`nuwa_lib.datasets` re-exports everything here.
+to training. Built on :mod:`nuwa_lib.datasets` (token sets, :class:`~nuwa_lib.datasets.
+TaskData`), which never imports this module: ``datasets.task_data(task, reader)`` reaches
+:func:`real_task_data` through :meth:`Reader.task_data`.
 
 **Readers.** Each is an indexable sequence of :class:`RealSample` -- the fields of the
 world's :class:`nuwa_lib.world.Sample` that real data has: ``image`` (H, W, 3) uint8 or
@@ -73,7 +75,8 @@ import yaml
 from PIL import Image
 
 from . import tasks as T, world
-from .datasets import TaskData, Tokenizers, WorldTokens, _small_int
+from .datasets import (TaskData, TokenCacheError, Tokenizers, WorldTokens, _small_int, key_hash,
+                       profile_tokenizers)
 from .utils import checkpoint, progress as P
 from .utils.paths import artifacts_dir
 
@@ -298,6 +301,13 @@ class Reader(Sequence):
 
     def _read(self, i: int) -> RealSample:     # pragma: no cover - abstract
         raise NotImplementedError
+
+    # -- training data
+    def task_data(self, task, tokenizers: Tokenizers, *, n: int | None = None,
+                  profile: str | None = None, progress=True) -> TaskData:
+        """Task ``task`` on this dataset's first ``n`` samples: :func:`real_task_data` (what
+        :func:`nuwa_lib.datasets.task_data` calls when given a reader as the role)."""
+        return real_task_data(task, self, tokenizers, n=n, profile=profile, progress=progress)
 
     def _sample(self, i, path, *, image=None, video=None, seg=None, caption=None, labels=None):
         return RealSample(image=image, video=video, seg=seg, caption=caption, role=self.name,
@@ -778,8 +788,6 @@ def real_tokens_key(reader: Reader, n: int, tokenizers: Tokenizers) -> dict:
 
 
 def real_tokens_path(profile: str, key: Mapping) -> Path:
-    from .datasets import key_hash
-
     d = key["dataset"]
     return artifacts_dir(profile) / "tokens" / f"real-{d['name']}-{d['split']}-{key_hash(key)}.pt"
 
@@ -859,8 +867,6 @@ def save_real_tokens(path, rt: RealTokens) -> Path:
 def load_real_tokens(path, key: Mapping | None = None) -> RealTokens:
     """A cached :class:`RealTokens`; one made for other data or tokenizers raises
     :class:`~nuwa_lib.datasets.TokenCacheError` naming the file and the mismatch."""
-    from .datasets import TokenCacheError
-
     p = checkpoint.load(path, REAL_TOKENS_FORMAT, None if key is None else {"key": key},
                         what="token cache", hint="delete it to re-encode", error=TokenCacheError)
     try:
@@ -1024,7 +1030,6 @@ def real_tokenizers(cfg: Mapping[str, Any], readers, *, sketch: bool, untrained=
     tests), or (None) the profile's own, which :mod:`nuwa_lib.vqgan` trains on the Shapes
     World and which therefore exist only at the world's canvases (32, 64)."""
     from . import vqgan
-    from .datasets import profile_tokenizers
 
     profile = profile or cfg.get("name")
     spec = data_config(cfg)["tokenizers"]

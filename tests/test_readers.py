@@ -378,14 +378,14 @@ def toks(roots):
 def test_readers_feed_the_token_sets_and_a_training_step(env, paper, toks, tmp_path, monkeypatch):
     monkeypatch.setenv("NUWA_ARTIFACTS_DIR", str(tmp_path / "artifacts"))
     cc = R.open_dataset(paper, "cc", size=S)
-    rt = D.real_tokens(cc, toks, profile="unit", progress=False)
+    rt = R.real_tokens(cc, toks, profile="unit", progress=False)
     assert rt.source == "built" and rt.kind == "image" and rt.visual.shape == (3, 1, 8, 8)
     assert rt.text_ids.shape == (3, 16) and rt.captions[0] == "A red picture."
-    again = D.real_tokens(cc, toks, profile="unit", progress=False)
+    again = R.real_tokens(cc, toks, profile="unit", progress=False)
     assert again.source == "loaded" and torch.equal(again.visual, rt.visual)
     assert again.path.name.startswith("real-cc-train-")
     # other tokenizer weights: another cache entry
-    assert D.real_tokens(cc, D.Tokenizers(toks.text, _vq(seed=3)), profile="unit",
+    assert R.real_tokens(cc, D.Tokenizers(toks.text, _vq(seed=3)), profile="unit",
                          progress=False).source == "built"
     data = {
         "T2I": D.task_data("T2I", cc, n=3, tokenizers=toks, progress=False),
@@ -405,12 +405,12 @@ def test_readers_feed_the_token_sets_and_a_training_step(env, paper, toks, tmp_p
     skipping = R.VideoFolder(env["msrvtt"], "TrainValVideo", "train_val_videodatainfo.json",
                              size=S, skip_bad=True)
     with pytest.warns(UserWarning, match="video1.mp4"):
-        m = D.real_tokens(skipping, toks, progress=False)
+        m = R.real_tokens(skipping, toks, progress=False)
     assert m.n == 2 and m.indices.tolist() == [0, 2] and m.captions[1] == "cars drive by"
     with pytest.raises(ValueError, match="task T2V has video targets; role 'cc' holds images"):
         D.TaskData(T.get_task("T2V"), rt)
     with pytest.raises(ValueError, match="gives 16x16 pictures but the visual tokenizer takes 32x32"):
-        D.real_tokens(R.CocoCaptions(env["cc"], "captions.json", "images", size=16), toks)
+        R.real_tokens(R.CocoCaptions(env["cc"], "captions.json", "images", size=16), toks)
     model = NuwaConfig(dim=16, heads=2, text_vocab=300, text_length=16, codebook_size=16,
                        sketch_codebook_size=16, target_tokens=(10, 8, 8),
                        sketch_tokens=(10, 8, 8), image_extent=(1, 1, 1), video_extent=(1, 1, 1))
