@@ -40,7 +40,7 @@ import torch
 from . import tasks as T, world
 from .model import Condition
 from .utils import checkpoint, progress as P
-from .utils.paths import artifacts_dir
+from .utils.cache import artifact_path, fetch, key_hash
 
 TOKENS_FORMAT = "nuwa-world-tokens"
 TOKENS_VERSION = 1
@@ -54,8 +54,7 @@ class TokenCacheError(checkpoint.CheckpointError):
 # --------------------------------------------------------------------------- tokenizers
 def text_hash(tok) -> str:
     """12 hex digits over a text tokenizer's BPE and its padded length."""
-    key = json.dumps({"bpe": tok.bpe.to_str(), "length": tok.length}, sort_keys=True)
-    return hashlib.sha256(key.encode()).hexdigest()[:12]
+    return key_hash({"bpe": tok.bpe.to_str(), "length": tok.length})
 
 
 def vq_hash(vq) -> str:
@@ -181,12 +180,8 @@ def tokens_key(role, split, n, tokenizers: Tokenizers, *, seed=0, canvas=32, fra
                            "sketch": h["sketch"] if spec.seg else None}}
 
 
-def key_hash(key: Mapping) -> str:
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-
-
 def tokens_path(profile: str, key: Mapping) -> Path:
-    return artifacts_dir(profile) / "tokens" / f"{key['role']}-{key['split']}-{key_hash(key)}.pt"
+    return artifact_path(profile, "tokens", f"{key['role']}-{key['split']}", key_hash(key))
 
 
 def _encode_chunks(vq, pictures: np.ndarray, desc: str, progress: bool, chunk: int = 256):
@@ -294,13 +289,15 @@ def world_tokens(role, split, n, tokenizers: Tokenizers, *, seed=0, canvas=32, f
     key = tokens_key(role, split, n, tokenizers, seed=seed, canvas=canvas, frames=frames,
                      variant=variant)
     path = tokens_path(profile, key)
-    if path.exists():
-        return load_world_tokens(path, key)
-    wt = build_world_tokens(role, split, n, tokenizers, seed=seed, canvas=canvas, frames=frames,
-                            variant=variant, progress=progress)
-    save_world_tokens(path, wt)
-    wt.path = path
-    return wt
+
+    def build():
+        wt = build_world_tokens(role, split, n, tokenizers, seed=seed, canvas=canvas,
+                                frames=frames, variant=variant, progress=progress)
+        save_world_tokens(path, wt)
+        wt.path = path
+        return wt
+
+    return fetch(path, lambda p: load_world_tokens(p, key), build)[0]
 
 
 # --------------------------------------------------------------------------- task view

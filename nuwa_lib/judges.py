@@ -39,8 +39,6 @@ there and trains what is missing.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -56,7 +54,7 @@ from einops import rearrange
 from . import world
 from .segmentation import fwiou, mean_iou, pixel_accuracy
 from .utils import checkpoint, progress as P
-from .utils.paths import artifacts_dir
+from .utils.cache import artifact_path, fetch, key_hash, profile_of
 from .utils.tensors import evaluating, to_tensor
 
 # Bump a judge's version when its architecture, loss or training data changes: its old
@@ -266,7 +264,7 @@ def config_hash(name, jcfg: JudgesConfig) -> str:
     key = {"name": name, "version": JUDGE_VERSIONS[name], "seed": jcfg.seed, "canvas": jcfg.canvas,
            "frames": jcfg.frames if name == "video" else None,
            "config": asdict(jcfg.judge(name))}
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    return key_hash(key)
 
 
 _canonical = checkpoint.canonical
@@ -713,7 +711,7 @@ def _freeze(model):
 
 # --------------------------------------------------------------------------- cache
 def judge_path(name, jcfg: JudgesConfig, profile: str) -> Path:
-    return artifacts_dir(profile) / "judges" / f"{name}-{config_hash(name, jcfg)}.pt"
+    return artifact_path(profile, "judges", name, config_hash(name, jcfg))
 
 
 def save_judge(path, name, jcfg, model, info) -> Path:
@@ -796,25 +794,24 @@ def get_judges(cfg: Mapping[str, Any], train_if_missing=True, progress=True,
     """Every judge of the profile ``cfg``: loaded from ``artifacts/<profile>/judges/`` when
     cached under its config hash, otherwise trained (and cached) or, with
     ``train_if_missing=False``, a FileNotFoundError naming the missing file."""
-    profile = profile or cfg.get("name")
-    if not profile:
-        raise ValueError("cfg has no 'name' (the profile); pass profile=...")
+    profile = profile_of(cfg, profile)
     jcfg = JudgesConfig.from_profile(cfg)
     models, paths, infos = dict.fromkeys(JUDGE_NAMES), {}, {}
     for name in names:
         world._check("judge", name, JUDGE_NAMES)
-        path = judge_path(name, jcfg, profile)
-        paths[name] = path
-        if path.exists():
-            models[name], info = load_judge(path, name, jcfg)
-            infos[name] = {**info, "source": "loaded"}
-            continue
-        if not train_if_missing:
-            raise FileNotFoundError(f"no cached {name} judge at {path}; run notebook "
-                                    f"01_evaluators or get_judges(..., train_if_missing=True)")
-        models[name], info = train_judge(name, jcfg, progress)
-        save_judge(path, name, jcfg, models[name], info)
-        infos[name] = {**info, "source": "trained"}
+        path = paths[name] = judge_path(name, jcfg, profile)
+
+        def build(name=name, path=path):
+            model, info = train_judge(name, jcfg, progress)
+            save_judge(path, name, jcfg, model, info)
+            return model, info
+
+        (models[name], info), loaded = fetch(
+            path, lambda p, name=name: load_judge(p, name, jcfg), build,
+            build_if_missing=train_if_missing,
+            missing=f"no cached {name} judge at {path}; run notebook 01_evaluators or "
+                    f"get_judges(..., train_if_missing=True)")
+        infos[name] = {**info, "source": "loaded" if loaded else "trained"}
     return Judges(**models, config=jcfg, paths=paths, info=infos)
 
 

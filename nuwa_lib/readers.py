@@ -75,10 +75,10 @@ import yaml
 from PIL import Image
 
 from . import tasks as T, world
-from .datasets import (TaskData, TokenCacheError, Tokenizers, WorldTokens, _small_int, key_hash,
+from .datasets import (TaskData, TokenCacheError, Tokenizers, WorldTokens, _small_int,
                        profile_tokenizers)
 from .utils import checkpoint, progress as P
-from .utils.paths import artifacts_dir
+from .utils.cache import artifact_path, fetch, key_hash
 
 REAL_TOKENS_FORMAT = "nuwa-real-tokens"
 REAL_TOKENS_VERSION = 1
@@ -789,7 +789,7 @@ def real_tokens_key(reader: Reader, n: int, tokenizers: Tokenizers) -> dict:
 
 def real_tokens_path(profile: str, key: Mapping) -> Path:
     d = key["dataset"]
-    return artifacts_dir(profile) / "tokens" / f"real-{d['name']}-{d['split']}-{key_hash(key)}.pt"
+    return artifact_path(profile, "tokens", f"real-{d['name']}-{d['split']}", key_hash(key))
 
 
 def _encode(reader: Reader, indices, tokenizers: Tokenizers, progress: bool, chunk: int = 32):
@@ -925,16 +925,27 @@ def real_tokens(reader: Reader, tokenizers: Tokenizers, *, n: int | None = None,
     key = real_tokens_key(reader, total, tokenizers)
     if world_size > 1 and profile is None:
         raise ValueError("encoding under torchrun needs a profile (the shares meet in its cache)")
-    path = None if profile is None else real_tokens_path(profile, key)
-    if path is not None and path.exists():
-        return load_real_tokens(path, key)
-    if world_size <= 1:
+    if profile is None:
+        return _assemble(reader, key, _joined(_encode(reader, range(total), tokenizers, progress)),
+                         tokenizers)
+    path = real_tokens_path(profile, key)
+
+    def build():
+        if world_size > 1:
+            return _encode_in_shares(reader, key, path, tokenizers, total, rank, world_size,
+                                     progress)
         rt = _assemble(reader, key, _joined(_encode(reader, range(total), tokenizers, progress)),
                        tokenizers)
-        if path is not None:
-            save_real_tokens(path, rt)
-            rt.path = path
+        save_real_tokens(path, rt)
+        rt.path = path
         return rt
+
+    return fetch(path, lambda p: load_real_tokens(p, key), build)[0]
+
+
+def _encode_in_shares(reader, key, path, tokenizers, total, rank, world_size, progress):
+    """Under ``torchrun``: every process encodes every world_size-th sample into a share
+    file, rank 0 merges the shares into the cache at ``path``, and all read it back."""
     share = path.with_name(f".{path.stem}.share{rank}of{world_size}.pt")
     error = None
     try:
@@ -998,14 +1009,17 @@ def real_text_tokenizer(cfg: Mapping[str, Any], readers, *, profile: str | None 
     corpus.append(text.NONE_CAPTION)
     digest = hashlib.sha256(json.dumps(corpus).encode()).hexdigest()
     key = {"version": text.TEXT_VERSION, "vocab_size": config.vocab_size, "corpus": digest}
-    h = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-    path = None if profile is None else artifacts_dir(profile) / "text" / f"bpe-real-{h}.json"
-    if path is not None and path.exists():
-        return text.TextTokenizer.load(path, config)
-    tok = text.TextTokenizer(text.train_bpe(config, corpus), config, path)
-    if path is not None:
+    path = None if profile is None else artifact_path(profile, "text", "bpe-real", key_hash(key),
+                                                      ".json")
+    if path is None:
+        return text.TextTokenizer(text.train_bpe(config, corpus), config, None)
+
+    def build():
+        tok = text.TextTokenizer(text.train_bpe(config, corpus), config, path)
         tok.save(path)
-    return tok
+        return tok
+
+    return fetch(path, lambda p: text.TextTokenizer.load(p, config), build)[0]
 
 
 def visual_canvas(cfg: Mapping[str, Any]) -> int:

@@ -26,7 +26,6 @@ arms run ``workers`` at a time in separate processes.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, replace
@@ -38,7 +37,7 @@ import torch.nn as nn
 from . import datasets, metrics, tasks as T, vqgan
 from .utils import checkpoint, progress as P
 from .utils.files import write_json
-from .utils.paths import artifacts_dir
+from .utils.cache import artifact_path, fetch, key_hash
 
 STUDY_VERSION = 1
 TASKS = ("T2I", "T2V")
@@ -160,11 +159,6 @@ def flops_per_sample(model, cond_tokens: int, target_tokens: int) -> int:
     return 6 * (enc * cond_tokens + (dec + out) * target_tokens)
 
 
-def _hash(obj) -> str:
-    return hashlib.sha256(json.dumps(checkpoint.canonical(obj), sort_keys=True)
-                          .encode()).hexdigest()[:12]
-
-
 # ---------------------------------------------------------------------- model arms
 def _model_plan(cfg, arm: ModelArm, sc: StudyConfig, tokenizers):
     from . import train
@@ -278,7 +272,8 @@ def _identity(cfg, kind: str, arm, sc: StudyConfig, tokenizers=None) -> tuple:
         key["tokenizer"] = vqgan.config_hash(config, key["judges"]["classifier"])
     profile = cfg.get("name")
     name = arm.label.replace(" ", "_").replace("=", "")
-    return artifacts_dir(profile) / "study" / f"{name}-{_hash(key)}.json", key
+    hash_ = key_hash(checkpoint.canonical(key))
+    return artifact_path(profile, "study", name, hash_, ".json"), key
 
 
 def _run_arm(cfg, kind: str, arm, tokenizers=None, progress=False) -> list:
@@ -289,7 +284,8 @@ def _run_arm(cfg, kind: str, arm, tokenizers=None, progress=False) -> list:
     if kind == "model" and tokenizers is None:
         tokenizers = datasets.profile_tokenizers(cfg, sketch=False, progress=False)
     path, key = _identity(cfg, kind, arm, sc, tokenizers)
-    if path.exists():
+
+    def load(path):
         try:
             payload = json.loads(path.read_text())
             if payload.get("key") == checkpoint.canonical(key):
@@ -298,14 +294,18 @@ def _run_arm(cfg, kind: str, arm, tokenizers=None, progress=False) -> list:
             pass
         raise checkpoint.CheckpointError(f"{path}: not a study result of this arm (corrupt or "
                                          f"another config); delete it to rerun the arm")
-    torch.set_num_threads(sc.threads)
-    judges = J.get_judges(cfg, names=("classifier", "clip", "video"), progress=False)
-    if kind == "model":
-        rows = model_curve(cfg, arm, sc, judges, tokenizers, progress=progress)
-    else:
-        rows = tokenizer_curve(cfg, arm, sc, judges, progress=progress)
-    write_json(path, {"key": checkpoint.canonical(key), "rows": rows})
-    return rows
+
+    def build():
+        torch.set_num_threads(sc.threads)
+        judges = J.get_judges(cfg, names=("classifier", "clip", "video"), progress=False)
+        if kind == "model":
+            rows = model_curve(cfg, arm, sc, judges, tokenizers, progress=progress)
+        else:
+            rows = tokenizer_curve(cfg, arm, sc, judges, progress=progress)
+        write_json(path, {"key": checkpoint.canonical(key), "rows": rows})
+        return rows
+
+    return fetch(path, load, build)[0]
 
 
 def run_study(cfg, *, tokenizers=None, progress=True) -> dict:

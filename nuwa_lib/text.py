@@ -22,8 +22,6 @@ True on real tokens (the model masks padded keys with it).
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -32,7 +30,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from . import world
-from .utils.paths import artifacts_dir
+from .utils.cache import artifact_path, fetch, key_hash, profile_of
 from .utils.files import atomic_write_bytes
 
 TEXT_VERSION = 1            # bump when the recipe below changes: old files stop matching
@@ -96,11 +94,11 @@ def config_hash(config: TextConfig) -> str:
     key = {"version": TEXT_VERSION, "roles": CAPTION_ROLES, "none": NONE_CAPTION,
            "vocab_size": config.vocab_size, "seed": config.seed, "canvas": config.canvas,
            "frames": config.frames, "corpus_size": config.corpus_size}
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    return key_hash(key)
 
 
 def tokenizer_path(config: TextConfig, profile: str) -> Path:
-    return artifacts_dir(profile) / "text" / f"bpe-{config_hash(config)}.json"
+    return artifact_path(profile, "text", "bpe", config_hash(config), ".json")
 
 
 def training_captions(config: TextConfig) -> list[str]:
@@ -240,16 +238,16 @@ def get_tokenizer(cfg: Mapping[str, Any], profile: str | None = None,
                   rebuild: bool = False) -> TextTokenizer:
     """The profile's tokenizer: loaded from ``artifacts/<profile>/text/bpe-<hash>.json`` when
     present, otherwise trained on the world's captions and written there (atomically)."""
-    profile = profile or cfg.get("name")
-    if not profile:
-        raise ValueError("cfg has no 'name' (the profile); pass profile=...")
+    profile = profile_of(cfg, profile)
     config = TextConfig.from_profile(cfg)
     path = tokenizer_path(config, profile)
-    if path.exists() and not rebuild:
-        return TextTokenizer.load(path, config)
-    tok = TextTokenizer(train_bpe(config), config, path)
-    tok.save(path)
-    return tok
+
+    def build():
+        tok = TextTokenizer(train_bpe(config), config, path)
+        tok.save(path)
+        return tok
+
+    return fetch(path, lambda p: TextTokenizer.load(p, config), build, rebuild=rebuild)[0]
 
 
 __all__ = [

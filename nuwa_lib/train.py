@@ -40,8 +40,6 @@ model and training configs, the tasks and roles, the world and the tokenizers' c
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import math
 import os
 import sys
@@ -60,7 +58,7 @@ from . import tasks as T, world
 from .datasets import TaskData, Tokenizers, profile_tokenizers, task_data, world_settings
 from .model import Nuwa, NuwaConfig
 from .utils import checkpoint, progress as P
-from .utils.paths import artifacts_dir
+from .utils.cache import artifact_path, fetch, key_hash, profile_of
 
 TRAIN_VERSION = 1
 STATE_FORMAT = "nuwa-training-state"
@@ -555,7 +553,7 @@ class Plan:
 
     @property
     def path(self) -> Path:
-        return artifacts_dir(self.profile) / "nuwa" / f"{self.label}-{self.hash}.pt"
+        return artifact_path(self.profile, "nuwa", self.label, self.hash)
 
 
 def plan(cfg: Mapping[str, Any], tasks=T.PRETRAIN_TASKS, *, profile: str | None = None,
@@ -565,9 +563,7 @@ def plan(cfg: Mapping[str, Any], tasks=T.PRETRAIN_TASKS, *, profile: str | None 
     """Resolve a run: configs, roles, tokenizers (the profile's unless given) and the hash.
     ``data_key`` (from :func:`nuwa_lib.readers.prepare`) marks a run on real data: it goes
     into the hash, and its ``frames`` replace the world's in the tokenizer check."""
-    profile = profile or cfg.get("name")
-    if not profile:
-        raise ValueError("cfg has no 'name' (the profile); pass profile=...")
+    profile = profile_of(cfg, profile)
     tasks = T.task_names(tasks)
     roles = roles_for(tasks, roles)
     mcfg = NuwaConfig.from_profile(cfg, **dict(model_overrides or {}))
@@ -591,7 +587,7 @@ def plan(cfg: Mapping[str, Any], tasks=T.PRETRAIN_TASKS, *, profile: str | None 
         "version": TRAIN_VERSION, "model": asdict(mcfg), "train": tcfg.key(), "tasks": list(tasks),
         "roles": roles, "world": ws, "tokenizers": used, "init": init_hash,
         **({"data": dict(data_key)} if data_key else {})})
-    hash_ = hashlib.sha256(json.dumps(run, sort_keys=True).encode()).hexdigest()[:12]
+    hash_ = key_hash(run)
     return Plan(profile, tasks, roles, mcfg, tcfg, tokenizers, run, hash_, init_state)
 
 
@@ -638,18 +634,22 @@ def get_pretrained(cfg: Mapping[str, Any], tasks=T.PRETRAIN_TASKS, *, profile: s
     p = plan(cfg, tasks, profile=profile, roles=roles, model_overrides=model_overrides,
              train_overrides=train_overrides, init=init, tokenizers=tokenizers,
              progress=progress)
-    if p.path.exists():
-        model, payload = load_model(p.path, p.run, p.hash)
+
+    def load(path):
+        model, payload = load_model(path, p.run, p.hash)
         return model, {**payload.get("info", {}), "history": payload.get("history", []),
-                       "path": str(p.path), "source": "loaded"}
-    if not train_if_missing:
-        raise FileNotFoundError(f"no cached NÜWA model for {p.label} at {p.path}; run the "
-                                f"pretraining notebook or get_pretrained(..., train_if_missing=True)")
-    state_path = p.path.with_name(f"{p.label}-{p.hash}.partial.pt")
-    tr, info, _ = fit(p, state_path=state_path, model_path=p.path, progress=progress)
-    state_path.unlink(missing_ok=True)
-    model, _ = load_model(p.path, p.run, p.hash)
-    return model, {**info, "history": tr.history, "path": str(p.path), "source": "trained"}
+                       "path": str(path), "source": "loaded"}
+
+    def build():
+        state_path = p.path.with_name(f"{p.label}-{p.hash}.partial.pt")
+        tr, info, _ = fit(p, state_path=state_path, model_path=p.path, progress=progress)
+        state_path.unlink(missing_ok=True)
+        model, _ = load_model(p.path, p.run, p.hash)
+        return model, {**info, "history": tr.history, "path": str(p.path), "source": "trained"}
+
+    return fetch(p.path, load, build, build_if_missing=train_if_missing,
+                 missing=f"no cached NÜWA model for {p.label} at {p.path}; run the pretraining "
+                         f"notebook or get_pretrained(..., train_if_missing=True)")[0]
 
 
 @dataclass(eq=False)

@@ -32,8 +32,6 @@ a restarted run continues from there to the same weights as an uninterrupted one
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, fields, replace
@@ -48,7 +46,7 @@ from einops import rearrange
 
 from . import paper, world
 from .utils import checkpoint, progress as P
-from .utils.paths import artifacts_dir
+from .utils.cache import artifact_path, fetch, key_hash, profile_of
 from .utils.tensors import to_tensor
 
 KINDS = ("vqvae", "vqgan", "seg")
@@ -148,7 +146,7 @@ def config_hash(config: VQConfig, judge_hash: str | None = None) -> str:
     """12 hex digits over the config, the version and (VQ-GAN) the perceptual judge."""
     key = {"version": VQ_VERSION, "config": asdict(config),
            "judge": judge_hash if config.kind == "vqgan" else None}
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    return key_hash(key)
 
 
 # --------------------------------------------------------------------------- networks
@@ -646,7 +644,7 @@ def train_tokenizer(config: VQConfig, classifier=None, *, state_path=None, check
 
 
 def tokenizer_path(profile, name, hash_) -> Path:
-    return artifacts_dir(profile) / "vqgan" / f"{name}-{hash_}.pt"
+    return artifact_path(profile, "vqgan", name, hash_)
 
 
 def _identity(cfg, name, profile):
@@ -671,31 +669,33 @@ def get_tokenizer(cfg: Mapping[str, Any], name: str, *, classifier=None, profile
     (VQModel, info) with info holding the training history."""
     from . import judges as J
 
-    profile = profile or cfg.get("name")
-    if not profile:
-        raise ValueError("cfg has no 'name' (the profile); pass profile=...")
+    profile = profile_of(cfg, profile)
     config, hash_, path, jcfg = _identity(cfg, name, profile)
-    if path.exists():
+
+    def load(path):
         model, payload = load_tokenizer(path, config, hash_)
         return model, {**payload.get("info", {}), "history": payload.get("history", []),
                        "path": str(path), "source": "loaded"}
-    if not train_if_missing:
-        raise FileNotFoundError(f"no cached tokenizer {name!r} at {path}; run notebook 02_vqgan "
-                                f"or get_tokenizer(..., train_if_missing=True)")
-    if config.kind == "vqgan" and classifier is None:
-        judges = judges or J.get_judges(cfg, names=("classifier",), profile=profile,
-                                        progress=progress)
-        classifier = judges.classifier
-    state_path = path.with_name(f"{name}-{hash_}.partial.pt")
-    threads = (cfg.get("vqgan") or {}).get("threads")
-    tr, _ = train_tokenizer(config, classifier, state_path=state_path, progress=progress,
-                            hash_=hash_, threads=threads, judge_canvas=jcfg.canvas)
-    info = {"name": name, "hash": hash_, "steps": tr.step, "train_seconds": tr.seconds,
-            "parameters": sum(p.numel() for p in tr.model.parameters())}
-    save_tokenizer(path, config, hash_, tr.model, tr.history, info)
-    state_path.unlink(missing_ok=True)
-    model, _ = load_tokenizer(path, config, hash_)
-    return model, {**info, "history": tr.history, "path": str(path), "source": "trained"}
+
+    def build():
+        nonlocal classifier
+        if config.kind == "vqgan" and classifier is None:
+            classifier = (judges or J.get_judges(cfg, names=("classifier",), profile=profile,
+                                                 progress=progress)).classifier
+        state_path = path.with_name(f"{name}-{hash_}.partial.pt")
+        threads = (cfg.get("vqgan") or {}).get("threads")
+        tr, _ = train_tokenizer(config, classifier, state_path=state_path, progress=progress,
+                                hash_=hash_, threads=threads, judge_canvas=jcfg.canvas)
+        info = {"name": name, "hash": hash_, "steps": tr.step, "train_seconds": tr.seconds,
+                "parameters": sum(p.numel() for p in tr.model.parameters())}
+        save_tokenizer(path, config, hash_, tr.model, tr.history, info)
+        state_path.unlink(missing_ok=True)
+        model, _ = load_tokenizer(path, config, hash_)
+        return model, {**info, "history": tr.history, "path": str(path), "source": "trained"}
+
+    return fetch(path, load, build, build_if_missing=train_if_missing,
+                 missing=f"no cached tokenizer {name!r} at {path}; run notebook 02_vqgan or "
+                         f"get_tokenizer(..., train_if_missing=True)")[0]
 
 
 def _train_in_worker(cfg, name, profile):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from nuwa_lib.utils import checkpoint
+from nuwa_lib.utils import cache, checkpoint
 from nuwa_lib.utils.files import atomic_path, atomic_write_bytes, write_json
 from nuwa_lib.utils.provenance import provenance
 from nuwa_lib.utils.seeding import seed_everything
@@ -96,3 +96,37 @@ def test_evaluating_restores_the_mode_even_when_the_block_raises():
         with evaluating(net):
             raise KeyError("x")
     assert not net.training
+
+
+# ----------------------------------------------------------------------------- the artifact cache
+def test_the_cache_builds_once_then_loads(tmp_path, monkeypatch):
+    monkeypatch.setenv("NUWA_ARTIFACTS_DIR", str(tmp_path))
+    path = cache.artifact_path("unit", "things", "thing", cache.key_hash({"b": 1, "a": [1, 2]}))
+    assert path == tmp_path / "unit" / "things" / "thing-3813f9409eb0.pt"   # the hash is stable
+    built = []
+
+    def build():
+        built.append(1)
+        atomic_write_bytes(path, b"made")
+        return "built"
+
+    assert cache.fetch(path, lambda p: p.read_bytes(), build) == ("built", False)
+    assert cache.fetch(path, lambda p: p.read_bytes(), build) == (b"made", True)
+    assert built == [1]
+    assert cache.fetch(path, lambda p: p.read_bytes(), build, rebuild=True) == ("built", False)
+    with pytest.raises(FileNotFoundError, match="run notebook 99"):
+        cache.fetch(tmp_path / "absent.pt", lambda p: 0, build, build_if_missing=False,
+                    missing="run notebook 99")
+    assert built == [1, 1]
+
+
+def test_key_hash_ignores_key_order_and_sees_every_value():
+    assert cache.key_hash({"a": 1, "b": (1, 2)}) == cache.key_hash({"b": [1, 2], "a": 1})
+    assert cache.key_hash({"a": 1}) != cache.key_hash({"a": 2})
+    assert len(cache.key_hash(None)) == 12
+
+
+def test_profile_of_needs_a_name():
+    assert cache.profile_of({"name": "smoke"}) == "smoke" == cache.profile_of({}, "smoke")
+    with pytest.raises(ValueError, match="cfg has no 'name'"):
+        cache.profile_of({})
