@@ -38,6 +38,7 @@ from . import datasets, metrics, tasks as T, vqgan
 from .utils import checkpoint, progress as P
 from .utils.files import write_json
 from .utils.cache import artifact_path, fetch, key_hash
+from .utils.pool import map_in_processes
 
 STUDY_VERSION = 1
 TASKS = ("T2I", "T2V")
@@ -311,9 +312,6 @@ def _run_arm(cfg, kind: str, arm, tokenizers=None, progress=False) -> list:
 def run_study(cfg, *, tokenizers=None, progress=True) -> dict:
     """{"models": rows, "tokenizers": rows} of every arm of the profile's ``study:``, the
     missing arms computed ``workers`` at a time (costliest first), the rest from the cache."""
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    import multiprocessing
-
     from . import judges as J
 
     sc = StudyConfig.from_profile(cfg)
@@ -327,14 +325,12 @@ def run_study(cfg, *, tokenizers=None, progress=True) -> dict:
     bar = P.bar(total=len(arms), initial=len(arms) - len(missing), desc="study arms",
                 progress=progress)
     if missing and sc.workers > 1:
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(min(sc.workers, len(missing)), mp_context=ctx) as pool:
-            futures = {pool.submit(_run_arm, dict(cfg), k, a, tokenizers, P.for_workers()): a
-                       for k, a in missing}
-            for f in as_completed(futures):
-                f.result()
-                bar.set_postfix_str(futures[f].label)
-                bar.update(1)
+        def done(i, _):
+            bar.set_postfix_str(missing[i][1].label)
+            bar.update(1)
+
+        map_in_processes(_run_arm, [(dict(cfg), k, a, tokenizers, P.for_workers())
+                                    for k, a in missing], sc.workers, done=done)
     else:
         for k, a in missing:
             bar.set_postfix_str(a.label)

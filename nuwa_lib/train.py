@@ -59,6 +59,7 @@ from .datasets import TaskData, Tokenizers, profile_tokenizers, task_data, world
 from .model import Nuwa, NuwaConfig
 from .utils import checkpoint, progress as P
 from .utils.cache import artifact_path, fetch, key_hash, profile_of
+from .utils.pool import map_in_processes
 
 TRAIN_VERSION = 1
 STATE_FORMAT = "nuwa-training-state"
@@ -692,9 +693,6 @@ def get_many(runs: Mapping[Any, Run], *, workers: int = 1, tokenizers: Tokenizer
     along their ``init`` chains, so a shared starting model is trained once. A run is a pure
     function of its config, so the models do not depend on ``workers``: only the wall time
     does. ``tokenizers`` (default: the profile's, loaded where needed) go to the workers too."""
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    import multiprocessing
-
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     for key, r in runs.items():
@@ -717,13 +715,11 @@ def get_many(runs: Mapping[Any, Run], *, workers: int = 1, tokenizers: Tokenizer
             if not p.path.exists():
                 missing.setdefault(p.hash, c[:d + 1])
         if len(missing) > 1 and workers > 1:
-            ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(min(workers, len(missing)), mp_context=ctx) as pool:
-                futures = [pool.submit(_train_chain, c, threads, tokenizers) for c in missing.values()]
-                bar = P.bar(as_completed(futures), total=len(futures), progress=progress,
-                            desc=f"training {len(futures)} runs, {min(workers, len(missing))} at a time")
-                for f in bar:
-                    f.result()
+            with P.bar(total=len(missing), progress=progress,
+                       desc=f"training {len(missing)} runs, {min(workers, len(missing))} at a "
+                            f"time") as bar:
+                map_in_processes(_train_chain, [(c, threads, tokenizers) for c in missing.values()],
+                                 workers, done=lambda i, _: bar.update(1))
             trained.update(missing)
         for c in level.values():                      # trained now, loaded (or one trained here)
             if id(c[d]) not in got:

@@ -47,6 +47,7 @@ from einops import rearrange
 from . import paper, world
 from .utils import checkpoint, progress as P
 from .utils.cache import artifact_path, fetch, key_hash, profile_of
+from .utils.pool import map_in_processes
 from .utils.tensors import to_tensor
 
 KINDS = ("vqvae", "vqgan", "seg")
@@ -710,9 +711,6 @@ def get_tokenizers(cfg: Mapping[str, Any], names=None, *, profile=None, judges=N
     tokenizers are trained first, ``workers`` at a time in separate processes (default:
     the profile's ``vqgan.workers``); each run is the same as alone (training is a function
     of its config), only the wall time changes. Then all are loaded from the cache."""
-    from concurrent.futures import ProcessPoolExecutor
-    import multiprocessing
-
     from . import judges as J
 
     profile = profile or cfg.get("name")
@@ -728,10 +726,7 @@ def get_tokenizers(cfg: Mapping[str, Any], names=None, *, profile=None, judges=N
     if workers > 1 and len(missing) > 1:
         # largest first, so the long runs start early: pixels x steps
         missing.sort(key=lambda n: -configs[n].canvas ** 2 * configs[n].steps)
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(min(workers, len(missing)), mp_context=ctx) as pool:
-            for f in [pool.submit(_train_in_worker, dict(cfg), n, profile) for n in missing]:
-                f.result()
+        map_in_processes(_train_in_worker, [(dict(cfg), n, profile) for n in missing], workers)
     return {n: get_tokenizer(cfg, n, profile=profile, judges=judges, progress=progress)
             for n in names}
 

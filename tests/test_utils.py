@@ -1,6 +1,7 @@
-"""The shared utilities of nuwa_lib.utils: seeding, provenance, atomic files, the artifact
-cache, the worker pool, pictures as tensors, and the rule that nothing imports upwards."""
+"""The shared utilities of nuwa_lib.utils: seeding, provenance, atomic files, checkpoints,
+the artifact cache, the worker pool, pictures as tensors (the layering: test_imports.py)."""
 import json
+import time
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ import torch
 
 from nuwa_lib.utils import cache, checkpoint
 from nuwa_lib.utils.files import atomic_path, atomic_write_bytes, write_json
+from nuwa_lib.utils.pool import map_in_processes
 from nuwa_lib.utils.provenance import provenance
 from nuwa_lib.utils.seeding import seed_everything
 from nuwa_lib.utils.tensors import evaluating, to_tensor
@@ -130,3 +132,23 @@ def test_profile_of_needs_a_name():
     assert cache.profile_of({"name": "smoke"}) == "smoke" == cache.profile_of({}, "smoke")
     with pytest.raises(ValueError, match="cfg has no 'name'"):
         cache.profile_of({})
+
+
+# ----------------------------------------------------------------------------- the worker pool
+def _slow_square(x, delay):
+    time.sleep(delay)
+    return x * x
+
+
+def test_the_pool_returns_results_in_the_jobs_order_whatever_finishes_first():
+    finished = []
+    out = map_in_processes(_slow_square, [(3, 1.5), (4, 0.0), (5, 0.0)], 2,
+                           done=lambda i, r: finished.append((i, r)))
+    assert out == [9, 16, 25]
+    assert sorted(finished) == [(0, 9), (1, 16), (2, 25)]      # each job reported once
+    assert map_in_processes(_slow_square, [], 2) == []
+
+
+def test_a_failing_job_raises_in_the_caller():
+    with pytest.raises(TypeError):
+        map_in_processes(pow, [(2, "x")], 1)
