@@ -361,7 +361,6 @@ class Trainer:
     def run(self, until: int | None = None, progress=True, on_step: Callable | None = None):
         """Train until step ``until`` (default: the config's steps); ``on_step(trainer)``
         runs after every step (checkpointing). The caller's random state is left as it was."""
-
         until = self.config.steps if until is None else min(until, self.config.steps)
         bar = P.bar(total=until, initial=self.step, desc="NÜWA " + "+".join(self.tasks),
                     progress=self.dist.main and progress, leave=False)

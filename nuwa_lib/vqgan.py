@@ -553,7 +553,6 @@ class Trainer:
     def run(self, until=None, progress=True, on_step: Callable | None = None):
         """Train until step ``until`` (default: the config's steps); ``on_step(trainer)``
         runs after every step (checkpointing)."""
-
         until = self.config.steps if until is None else min(until, self.config.steps)
         bar = P.bar(total=until, initial=self.step, desc=f"{self.config.kind} {self.config.label}",
                     progress=progress, leave=False)
