@@ -76,10 +76,3 @@ def test_no_module_getattr():
         tree = ast.parse(path.read_text())
         assert not any(isinstance(n, ast.FunctionDef) and n.name == "__getattr__"
                        for n in tree.body), name
-
-
-def test_the_notebooks_import_of_paths_still_works():
-    from nuwa_lib.paths import BENCH_DIR     # notebook 03
-    import nuwa_lib.utils.paths as paths
-
-    assert BENCH_DIR == paths.BENCH_DIR and (paths.REPO_ROOT / "profiles").is_dir()
