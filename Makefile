@@ -28,15 +28,16 @@ reproduce: venv
 	$(VENV)/bin/nuwa-repro --profile $(PROFILE)
 
 ## The same pipeline as another CPU would run it (ATen's portable kernels, its own judges,
-## tokenizers and models from an empty cache) into results/$(PROFILE)-other-cpu/, then this
-## record's summary again, which shows both runs' verdicts side by side. The compute study
+## tokenizers and models from an empty cache), its tables and metrics kept as
+## results/$(PROFILE)-other-cpu/, then this record's summary again, which shows both runs'
+## verdicts side by side. The compute study
 ## (notebook 14) decides no claim, so it is left out (it alone costs about an hour on mini).
 reproduce-other-cpu: venv
 	rm -rf build/other-cpu build/other-cpu-artifacts
 	ATEN_CPU_CAPABILITY=default NUWA_ARTIFACTS_DIR=build/other-cpu-artifacts \
 		$(VENV)/bin/nuwa-repro --profile $(PROFILE) --out build/other-cpu --skip 14_compute_study
-	rm -rf results/$(PROFILE)-other-cpu
-	cp -r build/other-cpu/$(PROFILE) results/$(PROFILE)-other-cpu
+	rm -rf results/$(PROFILE)-other-cpu && mkdir -p results/$(PROFILE)-other-cpu
+	cp -r build/other-cpu/$(PROFILE)/tables build/other-cpu/$(PROFILE)/metrics results/$(PROFILE)-other-cpu/
 	$(VENV)/bin/nuwa-repro --profile $(PROFILE) --only 15_summary
 
 ## Unit tests; the smoke pipeline from an empty artifact cache, its tables compared with the
