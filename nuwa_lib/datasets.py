@@ -37,10 +37,10 @@ from typing import Any, Mapping, Optional
 import numpy as np
 import torch
 
-from . import tasks as T, world
-from .model import Condition
-from .utils import checkpoint, progress as P
-from .utils.cache import artifact_path, fetch, key_hash
+from nuwa_lib import tasks as T, world
+from nuwa_lib.model import Condition
+from nuwa_lib.utils import checkpoint, progress as P
+from nuwa_lib.utils.cache import artifact_path, fetch, key_hash
 
 TOKENS_FORMAT = "nuwa-world-tokens"
 TOKENS_VERSION = 1
@@ -87,7 +87,7 @@ class Tokenizers:
 
     def none_condition(self) -> tuple:
         """(ids (1, n), keep None): the word "None" (Eq. 16's constant c), cut to its tokens."""
-        from .text import NONE_CAPTION
+        from nuwa_lib.text import NONE_CAPTION
 
         if self.text is None:
             raise ValueError('the word "None" needs the text tokenizer (Tokenizers(text=...))')
@@ -104,7 +104,7 @@ def profile_tokenizers(cfg: Mapping[str, Any], *, profile: str | None = None, sk
     models of the same configs instead (seeded; for timing runs and tests) -- their tokens
     are meaningless. ``text_tokenizer`` replaces the world's BPE (real data brings its own,
     :func:`nuwa_lib.readers.real_text_tokenizer`)."""
-    from . import text, vqgan
+    from nuwa_lib import text, vqgan
 
     profile = profile or cfg.get("name")
     section = cfg.get("vqgan") or {}
@@ -185,7 +185,7 @@ def tokens_path(profile: str, key: Mapping) -> Path:
 
 
 def _encode_chunks(vq, pictures: np.ndarray, desc: str, progress: bool, chunk: int = 256):
-    from . import vqgan
+    from nuwa_lib import vqgan
 
     out = []
     bar = P.bar(total=len(pictures), desc=desc, progress=progress, leave=False)
@@ -432,12 +432,6 @@ def world_settings(cfg: Mapping[str, Any]) -> dict:
             "frames": int(w.get("frames", 8))}
 
 
-__all__ = [
-    "Tokenizers", "profile_tokenizers", "WorldTokens", "world_tokens", "build_world_tokens",
-    "load_world_tokens", "save_world_tokens", "tokens_key", "tokens_path", "TokenCacheError",
-    "TaskData", "Batch", "task_data", "trim_text", "text_hash", "vq_hash", "world_settings",
-    "tokens_kind",
-]
 
 
 def captions_of(role: str, split: str, indices, *, seed=0, canvas=32, frames=8) -> list:
@@ -446,4 +440,3 @@ def captions_of(role: str, split: str, indices, *, seed=0, canvas=32, frames=8) 
     video = world.ROLES[role].kind == "video"
     return [world.caption(world.sample(role, split, int(i), seed, canvas, frames).scene, video)
             for i in indices]
-

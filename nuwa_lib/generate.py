@@ -14,8 +14,8 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from . import sampling, vqgan
-from .datasets import TaskData
+from nuwa_lib import sampling, vqgan
+from nuwa_lib.datasets import TaskData
 
 
 @dataclass
@@ -58,7 +58,7 @@ def generate(model, data: TaskData, indices: Sequence[int], visual: vqgan.VQMode
     prime = dict(prime=b.given, prime_mask=b.prime) if bool(b.prime.any()) else {}
     scores = None
     if n > 1:
-        from .metrics import clip_similarity
+        from nuwa_lib.metrics import clip_similarity
 
         def score(tokens, i):
             pics = vqgan.decode(visual, tokens)

@@ -28,8 +28,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from . import metrics, paper, world
-from .segmentation import pixel_accuracy
+from nuwa_lib import metrics, paper, world
+from nuwa_lib.segmentation import pixel_accuracy
 
 # The paper's columns, then ours: "Acc" (the world classifier reads every attribute the
 # caption names, DESIGN §7), which the paper has no column for.
@@ -65,7 +65,7 @@ def counterfactual_pictures(role: str, split: str, indices, *, seed=0, canvas=32
     {"attribute", "value", "position", "objects"} (see :func:`edit_accuracy`), "before": originals (N, H, W, 3),
     "after": the counterfactual pictures, "captions": the edited captions, "segs": the class
     maps (a colour edit keeps them), "edit_rows": first changed pixel row per sample}."""
-    from . import tasks as T
+    from nuwa_lib import tasks as T
 
     samples = [world.sample(role, split, int(i), seed, canvas, frames) for i in indices]
     cfs = [T.counterfactual("TI2I", s, frames) for s in samples]

@@ -51,11 +51,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from . import world
-from .segmentation import fwiou, mean_iou, pixel_accuracy
-from .utils import checkpoint, progress as P
-from .utils.cache import artifact_path, fetch, key_hash, profile_of
-from .utils.tensors import evaluating, to_tensor
+from nuwa_lib import world
+from nuwa_lib.segmentation import fwiou, mean_iou, pixel_accuracy
+from nuwa_lib.utils import checkpoint, progress as P
+from nuwa_lib.utils.cache import artifact_path, fetch, key_hash, profile_of
+from nuwa_lib.utils.tensors import evaluating, to_tensor
 
 # Bump a judge's version when its architecture, loss or training data changes: its old
 # cache files then stop matching and it retrains (the others are kept).

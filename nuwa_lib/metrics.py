@@ -36,10 +36,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import world
-from .judges import VIDEO_PRESENCE, load_checkpoint
-from .segmentation import pixel_accuracy
-from .utils.tensors import evaluating, to_tensor
+from nuwa_lib import world
+from nuwa_lib.judges import VIDEO_PRESENCE, load_checkpoint
+from nuwa_lib.segmentation import pixel_accuracy
+from nuwa_lib.utils.tensors import evaluating, to_tensor
 
 FID_RADII = (0, 1, 2, 4, 8)     # Table 1's FID-k columns
 EXTRACTOR_NAME = "nuwa-world-classifier"

@@ -48,8 +48,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from .attention import attention_mask, masked_attention, nearby_attention
-from .attention.masks import check_extent, check_shape
+from nuwa_lib.attention import attention_mask, masked_attention, nearby_attention
+from nuwa_lib.attention.masks import check_extent, check_shape
 
 Shape3 = Tuple[int, int, int]
 Extent3 = Tuple[Optional[int], Optional[int], Optional[int]]
@@ -126,7 +126,7 @@ class NuwaConfig:
         """The ``model:`` section (``extents: {text, image, video}``) plus ``text.vocab_size``
         and ``text.length``; ``overrides`` replace fields (e.g. ``decoder_attention="full"``
         for an ablation row)."""
-        from .text import TextConfig
+        from nuwa_lib.text import TextConfig
 
         section = dict(cfg.get("model") or {})
         extents = section.pop("extents", None) or {}
@@ -684,10 +684,3 @@ def open_choices(config: NuwaConfig) -> List[dict]:
         {"choice": "biases, norms", "ours": "biases on every projection, pre-norm LayerNorm",
          "paper": "not given"},
     ]
-
-
-__all__ = [
-    "ATTENTION_KINDS", "CONDITION_KINDS", "NuwaConfig", "Condition", "Nuwa", "DecodeCache",
-    "Attention", "EncoderLayer", "DecoderLayer", "AxialPositions", "attend", "decode_windows",
-    "count_parameters", "parameter_table", "open_choices", "meta_model", "n_parameters",
-]

@@ -74,11 +74,11 @@ import torch
 import yaml
 from PIL import Image
 
-from . import tasks as T, world
-from .datasets import (TaskData, TokenCacheError, Tokenizers, WorldTokens, _small_int,
+from nuwa_lib import tasks as T, world
+from nuwa_lib.datasets import (TaskData, TokenCacheError, Tokenizers, WorldTokens, _small_int,
                        profile_tokenizers)
-from .utils import checkpoint, progress as P
-from .utils.cache import artifact_path, fetch, key_hash
+from nuwa_lib.utils import checkpoint, progress as P
+from nuwa_lib.utils.cache import artifact_path, fetch, key_hash
 
 REAL_TOKENS_FORMAT = "nuwa-real-tokens"
 REAL_TOKENS_VERSION = 1
@@ -795,7 +795,7 @@ def real_tokens_path(profile: str, key: Mapping) -> Path:
 def _encode(reader: Reader, indices, tokenizers: Tokenizers, progress: bool, chunk: int = 32):
     """Read and encode the samples at ``indices`` (skipping unreadable ones with
     ``skip_bad``): a dict of tensors and captions."""
-    from . import vqgan
+    from nuwa_lib import vqgan
 
     sketch = tokenizers.sketch if reader.has_seg else None
     out = {"visual": [], "sketch": [], "captions": [], "indices": []}
@@ -999,7 +999,7 @@ def real_text_tokenizer(cfg: Mapping[str, Any], readers, *, profile: str | None 
     """The lowercased BPE of the ``text:`` section trained on the datasets' own captions
     (``text.captions_per_role`` of each captioned dataset, plus the word "None"), cached
     as ``artifacts/<profile>/text/bpe-real-<hash>.json``."""
-    from . import text
+    from nuwa_lib import text
 
     profile = profile or cfg.get("name")
     config = text.TextConfig.from_profile(cfg)
@@ -1025,7 +1025,7 @@ def real_text_tokenizer(cfg: Mapping[str, Any], readers, *, profile: str | None 
 def visual_canvas(cfg: Mapping[str, Any]) -> int:
     """The side of the pictures the run's visual tokenizer takes (``data.tokenizers.visual``
     file, else the profile's ``vqgan.tokenizer``)."""
-    from . import vqgan
+    from nuwa_lib import vqgan
 
     spec = data_config(cfg)["tokenizers"]
     if isinstance(spec, Mapping) and spec.get("visual"):
@@ -1043,7 +1043,7 @@ def real_tokenizers(cfg: Mapping[str, Any], readers, *, sketch: bool, untrained=
     ({visual: FILE, sketch: FILE}), ``untrained`` (freshly initialised, seeded: dry runs and
     tests), or (None) the profile's own, which :mod:`nuwa_lib.vqgan` trains on the Shapes
     World and which therefore exist only at the world's canvases (32, 64)."""
-    from . import vqgan
+    from nuwa_lib import vqgan
 
     profile = profile or cfg.get("name")
     spec = data_config(cfg)["tokenizers"]
@@ -1132,14 +1132,3 @@ def prepare(cfg: Mapping[str, Any], tasks=T.PRETRAIN_TASKS, *, rank: int = 0, wo
     key = {"frames": d["frames"], "fps": d["fps"], "size": size,
            "datasets": {t: tokens[name].key for t, name in names.items()}}
     return tokenizers, data, key
-
-
-__all__ = [
-    "DataError", "RealSample", "Reader", "CocoCaptions", "CocoStuff", "BairHDF5", "VideoFolder",
-    "VSPW", "READERS", "read_image", "read_label_map", "read_video", "resize_crop",
-    "class_table", "video_captions", "load_json", "DATA_DEFAULTS", "apply_override",
-    "data_config", "root_variable", "dataset_root", "open_dataset", "task_datasets",
-    "RealTokens", "real_tokens", "real_tokens_key", "real_tokens_path", "save_real_tokens",
-    "load_real_tokens", "real_task_data", "real_text_tokenizer", "real_tokenizers",
-    "visual_canvas", "prepare", "sync", "IGNORE_LABEL", "SEG_RULES",
-]

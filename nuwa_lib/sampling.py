@@ -38,10 +38,10 @@ import numpy as np
 import torch
 from einops import rearrange
 
-from .attention.masks import check_shape
-from .model import Condition, Nuwa, Shape3
-from .utils import progress as P
-from .utils.tensors import evaluating
+from nuwa_lib.attention.masks import check_shape
+from nuwa_lib.model import Condition, Nuwa, Shape3
+from nuwa_lib.utils import progress as P
+from nuwa_lib.utils.tensors import evaluating
 
 LogitsHook = Callable[[int, torch.Tensor], None]
 ScoreFn = Callable[[torch.Tensor, int], object]

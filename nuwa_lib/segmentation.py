@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import world
+from nuwa_lib import world
 
 
 def confusion_matrix(pred, target, n_classes=world.N_SEG_CLASSES) -> np.ndarray:

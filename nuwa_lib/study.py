@@ -34,11 +34,11 @@ from typing import Any, Mapping, Sequence
 import torch
 import torch.nn as nn
 
-from . import datasets, metrics, tasks as T, vqgan
-from .utils import checkpoint, progress as P
-from .utils.files import write_json
-from .utils.cache import artifact_path, fetch, key_hash
-from .utils.pool import map_in_processes
+from nuwa_lib import datasets, metrics, tasks as T, vqgan
+from nuwa_lib.utils import checkpoint, progress as P
+from nuwa_lib.utils.files import write_json
+from nuwa_lib.utils.cache import artifact_path, fetch, key_hash
+from nuwa_lib.utils.pool import map_in_processes
 
 STUDY_VERSION = 1
 TASKS = ("T2I", "T2V")
@@ -162,7 +162,7 @@ def flops_per_sample(model, cond_tokens: int, target_tokens: int) -> int:
 
 # ---------------------------------------------------------------------- model arms
 def _model_plan(cfg, arm: ModelArm, sc: StudyConfig, tokenizers):
-    from . import train
+    from nuwa_lib import train
 
     return train.plan(cfg, (arm.task,), model_overrides={"dim": arm.dim},
                       train_overrides={"steps": arm.steps, "batch_size": arm.batch_size,
@@ -191,7 +191,7 @@ def _readout(judges, pixels, captions, video: bool) -> dict:
 def model_curve(cfg, arm: ModelArm, sc: StudyConfig, judges, tokenizers, *,
                 progress=False) -> list:
     """The rows of one model arm: one per evaluation step (see the module docstring)."""
-    from . import generate, train
+    from nuwa_lib import generate, train
 
     p = _model_plan(cfg, arm, sc, tokenizers)
     ws = datasets.world_settings(cfg)
@@ -261,7 +261,7 @@ def tokenizer_curve(cfg, arm: TokenizerArm, sc: StudyConfig, judges, *, progress
 def _identity(cfg, kind: str, arm, sc: StudyConfig, tokenizers=None) -> tuple:
     """(cache path, key) of an arm: its config, the study's evaluation settings, the judges
     and (model arms) the training run's hash, which covers the tokenizers and the world."""
-    from . import judges as J
+    from nuwa_lib import judges as J
 
     jcfg = J.JudgesConfig.from_profile(cfg)
     key = {"version": STUDY_VERSION, "kind": kind, "arm": asdict(arm), "eval": sc.eval_key(),
@@ -279,7 +279,7 @@ def _identity(cfg, kind: str, arm, sc: StudyConfig, tokenizers=None) -> tuple:
 
 def _run_arm(cfg, kind: str, arm, tokenizers=None, progress=False) -> list:
     """One arm's rows, from the cache or computed (and cached)."""
-    from . import judges as J
+    from nuwa_lib import judges as J
 
     sc = StudyConfig.from_profile(cfg)
     if kind == "model" and tokenizers is None:
@@ -312,7 +312,7 @@ def _run_arm(cfg, kind: str, arm, tokenizers=None, progress=False) -> list:
 def run_study(cfg, *, tokenizers=None, progress=True) -> dict:
     """{"models": rows, "tokenizers": rows} of every arm of the profile's ``study:``, the
     missing arms computed ``workers`` at a time (costliest first), the rest from the cache."""
-    from . import judges as J
+    from nuwa_lib import judges as J
 
     sc = StudyConfig.from_profile(cfg)
     # the judges and the profile's tokenizers first, here, so workers only read their caches

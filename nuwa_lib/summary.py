@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .image_tasks import verdict
+from nuwa_lib.image_tasks import verdict
 
 # (label, table, notebook): the paper's tables in the order the paper prints them.
 PAPER_TABLES = (

@@ -33,7 +33,7 @@ from typing import Sequence, Union
 import numpy as np
 import torch
 
-from . import world
+from nuwa_lib import world
 
 ENCODER_INPUTS = ("text", "sketch", "sketch video", "none")
 PRIMES = ("nothing", "top half", "rows above the edit", "first frame")

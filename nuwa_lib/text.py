@@ -29,9 +29,9 @@ from typing import Any, Mapping, Sequence
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-from . import world
-from .utils.cache import artifact_path, fetch, key_hash, profile_of
-from .utils.files import atomic_write_bytes
+from nuwa_lib import world
+from nuwa_lib.utils.cache import artifact_path, fetch, key_hash, profile_of
+from nuwa_lib.utils.files import atomic_write_bytes
 
 TEXT_VERSION = 1            # bump when the recipe below changes: old files stop matching
 PAD, UNK = "<pad>", "<unk>"

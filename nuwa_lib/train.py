@@ -54,12 +54,12 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from . import tasks as T, world
-from .datasets import TaskData, Tokenizers, profile_tokenizers, task_data, world_settings
-from .model import Nuwa, NuwaConfig
-from .utils import checkpoint, progress as P
-from .utils.cache import artifact_path, fetch, key_hash, profile_of
-from .utils.pool import map_in_processes
+from nuwa_lib import tasks as T, world
+from nuwa_lib.datasets import TaskData, Tokenizers, profile_tokenizers, task_data, world_settings
+from nuwa_lib.model import Nuwa, NuwaConfig
+from nuwa_lib.utils import checkpoint, progress as P
+from nuwa_lib.utils.cache import artifact_path, fetch, key_hash, profile_of
+from nuwa_lib.utils.pool import map_in_processes
 
 TRAIN_VERSION = 1
 STATE_FORMAT = "nuwa-training-state"
@@ -762,12 +762,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
 
-    from .profiles import load_profile
+    from nuwa_lib.profiles import load_profile
 
     try:
         cfg = load_profile(args.profile)
         if args.override:
-            from .readers import apply_override
+            from nuwa_lib.readers import apply_override
 
             cfg = apply_override(cfg, args.override)
         over = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size),
@@ -781,7 +781,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             torch.set_num_threads(args.threads)
         tokenizers, data, data_key = None, None, None
         if args.real_data:
-            from .readers import prepare
+            from nuwa_lib.readers import prepare
 
             tokenizers, data, data_key = prepare(
                 cfg, tasks, rank=dist.rank, world_size=dist.world_size, device=dist.device,
@@ -829,11 +829,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-__all__ = [
-    "TrainConfig", "Schedule", "lr_at", "TaskSampler", "Trainer", "Dist", "init_distributed",
-    "train", "per_task", "save_model", "load_model", "roles_for", "check_tokenizers",
-    "build_data", "Plan", "plan", "fit", "get_pretrained", "TrainCheckpointError", "main",
-]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -21,8 +21,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from . import image_tasks, metrics, world
-from .image_tasks import decide, mean_std, verdict
+from nuwa_lib import image_tasks, metrics, world
+from nuwa_lib.image_tasks import decide, mean_std, verdict
 
 T2V_COLUMNS = ("Acc", "FID-img", "FID-vid", "CLIPSIM")
 LOWER_IS_BETTER = {"Acc": False, "FID-img": True, "FID-vid": True, "CLIPSIM": False,
@@ -178,7 +178,7 @@ def tv2v_ground_truth(role: str, split: str, indices, *, seed=0, canvas=32, fram
     "judge_captions": the same scenes with the new motion from the start (what the video net
     reads), "original_captions", "motions": (old, new) per sample, "before": the original
     videos, "after": the counterfactual videos}."""
-    from . import tasks as T
+    from nuwa_lib import tasks as T
 
     samples = [world.sample(role, split, int(i), seed, canvas, frames) for i in indices]
     out = {"captions": [], "judge_captions": [], "original_captions": [], "motions": [],
@@ -215,7 +215,7 @@ def tv2v_scores(video_net, samples, judge_captions, original_captions) -> dict:
     if not (len(samples) == len(judge_captions) == len(original_captions)):
         raise ValueError(f"{len(samples)} samples, {len(judge_captions)} edited and "
                          f"{len(original_captions)} original captions")
-    from .judges import VIDEO_PRESENCE
+    from nuwa_lib.judges import VIDEO_PRESENCE
 
     new = metrics.attribute_agreement(video_net, samples, judge_captions)
     others = [a for a in TV2V_OTHERS if a in new]
@@ -260,9 +260,9 @@ def manipulate(model, tokenizers, video, captions, *, frames: int = 1, temperatu
     (len(captions), T, H, W, 3)."""
     import torch
 
-    from . import sampling, tasks, vqgan
-    from .datasets import trim_text
-    from .model import Condition
+    from nuwa_lib import sampling, tasks, vqgan
+    from nuwa_lib.datasets import trim_text
+    from nuwa_lib.model import Condition
 
     video = _videos(np.asarray(video)[None], "video")
     given = vqgan.encode(tokenizers.visual, video).expand(len(captions), -1, -1, -1)

@@ -191,7 +191,7 @@ def attended_tokens(kind: str, shape, query, *, extent=None, block_size=None,
                     causal: bool = False) -> np.ndarray:
     """Which tokens of an (s, h, w) grid the query token (t, i, j) attends to under
     ``kind`` (full, block, axial, nearby) self-attention: a boolean (s, h, w) array."""
-    from .attention.masks import attention_mask
+    from nuwa_lib.attention.masks import attention_mask
 
     row = attention_mask(kind, shape, shape, extent=extent, block_size=block_size,
                          causal=causal)[_query_index(shape, query)]
@@ -231,7 +231,7 @@ def sparse_attention_figure(shape=(2, 4, 4), query=(1, 1, 1), *, extent=(1, 1, 1
                             kinds=("block", "axial", "nearby")):
     """Fig. 3 regenerated: for each kind, the tokens one query attends to (upper part,
     frame by frame) and the whole (N, N) mask (lower part; black = masked)."""
-    from .attention.masks import attention_mask
+    from nuwa_lib.attention.masks import attention_mask
 
     s = shape[0]
     fig, axes = plt.subplots(2, len(kinds) * s, figsize=(1.6 * s * len(kinds), 4.2),

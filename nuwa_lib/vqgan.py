@@ -44,11 +44,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from . import paper, world
-from .utils import checkpoint, progress as P
-from .utils.cache import artifact_path, fetch, key_hash, profile_of
-from .utils.pool import map_in_processes
-from .utils.tensors import to_tensor
+from nuwa_lib import paper, world
+from nuwa_lib.utils import checkpoint, progress as P
+from nuwa_lib.utils.cache import artifact_path, fetch, key_hash, profile_of
+from nuwa_lib.utils.pool import map_in_processes
+from nuwa_lib.utils.tensors import to_tensor
 
 KINDS = ("vqvae", "vqgan", "seg")
 VQ_VERSION = 1
@@ -650,7 +650,7 @@ def tokenizer_path(profile, name, hash_) -> Path:
 def _identity(cfg, name, profile):
     """(config, hash, cache path, judges config) of the profile's tokenizer ``name``; a
     VQ-GAN's hash covers its perceptual judge."""
-    from . import judges as J
+    from nuwa_lib import judges as J
 
     configs = configs_from_profile(cfg)
     world._check("tokenizer", name, tuple(configs))
@@ -667,7 +667,7 @@ def get_tokenizer(cfg: Mapping[str, Any], name: str, *, classifier=None, profile
     (resuming a partial run when one is there) and cached. A VQ-GAN needs the world
     classifier (from ``judges``, or fetched through ``judges.get_judges``). Returns
     (VQModel, info) with info holding the training history."""
-    from . import judges as J
+    from nuwa_lib import judges as J
 
     profile = profile_of(cfg, profile)
     config, hash_, path, jcfg = _identity(cfg, name, profile)
@@ -710,7 +710,7 @@ def get_tokenizers(cfg: Mapping[str, Any], names=None, *, profile=None, judges=N
     tokenizers are trained first, ``workers`` at a time in separate processes (default:
     the profile's ``vqgan.workers``); each run is the same as alone (training is a function
     of its config), only the wall time changes. Then all are loaded from the cache."""
-    from . import judges as J
+    from nuwa_lib import judges as J
 
     profile = profile or cfg.get("name")
     configs = configs_from_profile(cfg)
@@ -779,7 +779,7 @@ def evaluate_images(vq: VQModel, classifier, n: int, judge_canvas=32) -> dict:
     SSIM of reconstructions at the tokenizer's resolution, FID (world features) of the
     reconstructions against the originals (both pooled to the judge's canvas), and codebook
     usage."""
-    from . import metrics
+    from nuwa_lib import metrics
 
     pics = heldout_pictures(vq.config, n)
     rec = reconstruct(vq, pics)
@@ -791,7 +791,7 @@ def evaluate_images(vq: VQModel, classifier, n: int, judge_canvas=32) -> dict:
 def evaluate_sketches(vq: VQModel, n: int) -> list:
     """Table 4's lower part for a VQ-GAN-Seg: PA and FWIoU (in %) of reconstructed maps of
     ``n`` held-out COCO-Stuff-role sketches and ``n`` VSPW-role video frames."""
-    from .segmentation import fwiou, pixel_accuracy
+    from nuwa_lib.segmentation import fwiou, pixel_accuracy
 
     rows = []
     for data, video in (("COCO-Stuff role", False), ("VSPW role", True)):
@@ -805,7 +805,7 @@ def evaluate_sketches(vq: VQModel, n: int) -> list:
 def blur_reference(config: VQConfig, classifier, n: int, radius=1.0, judge_canvas=32) -> dict:
     """What a reconstruction that only blurs scores: the held-out pictures against themselves
     blurred by a Gaussian of ``radius`` px (the scale of the SSIM and FID columns)."""
-    from . import metrics
+    from nuwa_lib import metrics
 
     pics = heldout_pictures(config, n)
     blurred = metrics.gaussian_blur(pics, radius)
