@@ -15,7 +15,6 @@ Usage: python benchmarks/bench_masked.py [--repeats 7]
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys

@@ -1,6 +1,6 @@
 """Shapes World throughput on one CPU core (DESIGN §4: "thousands of samples per second").
 
-Measures ``nuwa_lib.world.sample`` end to end (RNG, scene, render, caption):
+Measures ``nuwa_lib.data.splits.sample`` end to end (RNG, scene, render, caption):
 32x32 images (role "cc"), 64x64 images, and 8-frame 32x32 videos (role "vatex").
 Each figure is the median of REPEATS runs over distinct indices; the first run of each
 starts with the mask and texture caches cleared and is also reported ("cold").
@@ -28,7 +28,10 @@ import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from nuwa_lib import world  # noqa: E402
+from nuwa_lib.data import (
+    splits,
+    world,  # noqa: E402
+)
 from nuwa_lib.utils.files import atomic_write_bytes  # noqa: E402
 
 TARGET_IMAGES_PER_S = 1000
@@ -43,7 +46,7 @@ def _rate(role, n, canvas=32, frames=8, repeats=5):
     for r in range(repeats):
         t0 = time.perf_counter()
         for i in range(r * n, (r + 1) * n):
-            world.sample(role, "train", i, canvas=canvas, frames=frames)
+            splits.sample(role, "train", i, canvas=canvas, frames=frames)
         rates.append(n / (time.perf_counter() - t0))
     return {"n_per_repeat": n, "repeats": repeats, "median_per_s": round(statistics.median(rates), 1),
             "cold_per_s": round(rates[0], 1), "all_per_s": [round(x, 1) for x in rates]}

@@ -30,10 +30,10 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Sequence
 
-from nuwa_lib import tablecheck
-from nuwa_lib.utils import progress
-from nuwa_lib.utils.paths import NOTEBOOKS_DIR, REPO_ROOT, resolve, results_dir
-from nuwa_lib.profiles import available_profiles, load_profile
+from . import tablecheck
+from .utils import progress
+from .utils.paths import NOTEBOOKS_DIR, REPO_ROOT, resolve, results_dir
+from .utils.profiles import available_profiles, load_profile
 
 KERNEL_NAME = "nuwa"  # registered into .venv by the Makefile
 
@@ -171,8 +171,8 @@ def execute_notebook(nb: str, profile: str, params: dict, out_root: Path,
 
 
 def _record_runtimes(out_root: Path, profile: str, seconds: dict[str, float]) -> None:
-    from nuwa_lib.utils.files import write_json
-    from nuwa_lib.utils.provenance import provenance
+    from .utils.files import write_json
+    from .utils.provenance import provenance
 
     path = out_root / "metrics" / "runtimes.json"
     previous = {}

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from nuwa_lib.tablecheck import trained_columns
-from nuwa_lib.utils.files import atomic_write_bytes, write_json
-from nuwa_lib.utils.paths import results_dir
-from nuwa_lib.utils.provenance import provenance
-from nuwa_lib.utils.seeding import seed_everything
+from .tablecheck import trained_columns
+from .utils.files import atomic_write_bytes, write_json
+from .utils.paths import results_dir
+from .utils.provenance import provenance
+from .utils.seeding import seed_everything
 
 
 def _check_name(name: str) -> str:
@@ -100,7 +100,7 @@ def start(profile: str, params: Mapping[str, Any] | None = None,
     ``NUWA_RESULTS_DIR`` in the environment overrides where results go (used by
     ``make test`` so re-executing golden notebooks never touches the tree).
     """
-    from nuwa_lib.profiles import load_profile
+    from .utils.profiles import load_profile
 
     cfg = dict(params) if params else load_profile(profile)
     if cfg.get("name", profile) != profile:

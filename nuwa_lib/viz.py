@@ -5,9 +5,8 @@ Pure functions returning matplotlib figures; notebooks save them through
 """
 from __future__ import annotations
 
-import warnings
-
 import textwrap
+import warnings
 from typing import Sequence
 
 import matplotlib.pyplot as plt
@@ -191,7 +190,7 @@ def attended_tokens(kind: str, shape, query, *, extent=None, block_size=None,
                     causal: bool = False) -> np.ndarray:
     """Which tokens of an (s, h, w) grid the query token (t, i, j) attends to under
     ``kind`` (full, block, axial, nearby) self-attention: a boolean (s, h, w) array."""
-    from nuwa_lib.attention.masks import attention_mask
+    from .attention.masks import attention_mask
 
     row = attention_mask(kind, shape, shape, extent=extent, block_size=block_size,
                          causal=causal)[_query_index(shape, query)]
@@ -231,7 +230,7 @@ def sparse_attention_figure(shape=(2, 4, 4), query=(1, 1, 1), *, extent=(1, 1, 1
                             kinds=("block", "axial", "nearby")):
     """Fig. 3 regenerated: for each kind, the tokens one query attends to (upper part,
     frame by frame) and the whole (N, N) mask (lower part; black = masked)."""
-    from nuwa_lib.attention.masks import attention_mask
+    from .attention.masks import attention_mask
 
     s = shape[0]
     fig, axes = plt.subplots(2, len(kinds) * s, figsize=(1.6 * s * len(kinds), 4.2),
@@ -366,7 +365,7 @@ def task_loss_curves(curves: dict, smooth: int = 1, reference: float | None = No
 def study_curves(rows, panels, *, x: str = "TFLOP", line: str = "arm", by: str = "task",
                  logx: bool = True, size=(3.4, 2.8),
                  ceiling_label: str = "ceiling (real, through the VQ-GAN)"):
-    """Learning curves of a study (``nuwa_lib.study`` rows): one subplot row per value of
+    """Learning curves of a study (``nuwa_lib.experiments.study`` rows): one subplot row per value of
     ``by`` (e.g. the task), one column per panel ``(y, ylabel, ceiling)`` where ``ceiling``
     names a column drawn as a dashed line labelled ``ceiling_label`` (or None); one line per
     value of ``line``."""

@@ -76,3 +76,31 @@ def test_no_module_getattr():
         tree = ast.parse(path.read_text())
         assert not any(isinstance(n, ast.FunctionDef) and n.name == "__getattr__"
                        for n in tree.body), name
+
+
+# The layers, in the order of the notebooks: a module may import its own layer and the ones
+# below it, never one above (DESIGN §2). Top-level modules (figures, the pipeline) sit on top.
+LAYERS = ("utils", "data", "evaluation", "tokenizers", "attention", "model", "training",
+          "generation", "experiments")
+
+
+def _layer(name: str) -> int:
+    part = name.split(".")[1] if name.count(".") else ""
+    return LAYERS.index(part) if part in LAYERS else len(LAYERS)
+
+
+def test_lower_layers_never_import_higher_ones():
+    up = [(name, dep) for name, deps in GRAPH.items() for dep in deps
+          if name != "nuwa_lib" and _layer(dep) > _layer(name)]
+    assert not up, up
+
+
+def test_every_module_is_in_a_layer_or_on_top():
+    top = {n for n in MODULES if n.count(".") == 1 and n.split(".")[1] not in LAYERS}
+    assert top <= {"nuwa_lib.viz", "nuwa_lib.pipeline", "nuwa_lib.repro", "nuwa_lib.tablecheck"}, top
+
+
+def test_no_file_over_600_lines():
+    long = {n: len(p.read_text().splitlines()) for n, p in MODULES.items()
+            if len(p.read_text().splitlines()) > 600}
+    assert not long, long

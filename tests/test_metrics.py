@@ -2,18 +2,16 @@
 import numpy as np
 import pytest
 import torch
-
-from nuwa_lib import judges as J
-from nuwa_lib import metrics as M
-from nuwa_lib import segmentation as S
-from nuwa_lib import world
 from task_helpers import PerfectReader
+
+from nuwa_lib.data import world
+from nuwa_lib.evaluation import judge_nets, judges as J, metrics as M, segmentation as S
 
 
 @pytest.fixture(scope="module")
 def classifier():
     torch.manual_seed(0)
-    return J.WorldClassifier(width=4, feature_dim=6).eval().requires_grad_(False)
+    return judge_nets.WorldClassifier(width=4, feature_dim=6).eval().requires_grad_(False)
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +103,7 @@ def test_metrics_never_touch_the_network(classifier, images, monkeypatch):
 
 
 def test_extractor_loads_a_classifier_checkpoint(tmp_path, classifier, images):
-    jc = J.JudgesConfig(classifier=J.ClassifierConfig(width=4, feature_dim=6))
+    jc = judge_nets.JudgesConfig(classifier=judge_nets.ClassifierConfig(width=4, feature_dim=6))
     path = J.save_judge(tmp_path / "c.pt", "classifier", jc, classifier, {})
     assert M._resolve_judge(str(path)).state_dict().keys() == classifier.state_dict().keys()
     with pytest.raises(ValueError, match="neither a live judge"):

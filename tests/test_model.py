@@ -5,10 +5,17 @@ import math
 import pytest
 import torch
 
-from nuwa_lib.model import (ATTENTION_KINDS, Condition, Nuwa, NuwaConfig, count_parameters,
-                            decode_windows, meta_model, n_parameters, open_choices,
-                            parameter_table)
-from nuwa_lib.profiles import load_profile
+from nuwa_lib.model.config import ATTENTION_KINDS, Condition, NuwaConfig
+from nuwa_lib.model.layers import decode_windows
+from nuwa_lib.model.nuwa import (
+    Nuwa,
+    count_parameters,
+    meta_model,
+    n_parameters,
+    open_choices,
+    parameter_table,
+)
+from nuwa_lib.utils.profiles import load_profile
 
 B = 2
 TEXT_LEN, TEXT_VOCAB, CODES, SKETCH_CODES = 6, 300, 40, 12

@@ -20,12 +20,24 @@ from typing import Optional, Tuple
 
 import torch
 
-from nuwa_lib.attention.masks import (MASK_KINDS, attention_mask, axial_mask, block_mask, check_causal,
-                    check_extent, check_shape, count_pairs, full_mask, grid_coordinates,
-                    nearby_mask, project_coordinates, resolve_extent)
-from nuwa_lib.attention.reference import reference_attention, reference_nearby_attention
-from nuwa_lib.attention.torch_masked import torch_masked_attention
-from nuwa_lib.attention.torch_nearby import plan_nearby, torch_nearby_attention
+from .masks import (
+    MASK_KINDS,
+    attention_mask,
+    axial_mask,
+    block_mask,
+    check_causal,
+    check_extent,
+    check_shape,
+    count_pairs,
+    full_mask,
+    grid_coordinates,
+    nearby_mask,
+    project_coordinates,
+    resolve_extent,
+)
+from .reference import reference_attention, reference_nearby_attention
+from .torch_masked import torch_masked_attention
+from .torch_nearby import plan_nearby, torch_nearby_attention
 
 BACKENDS = ("auto", "reference", "torch", "triton")
 
@@ -98,7 +110,7 @@ def validate_attention_args(q, k, v, q_shape, kv_shape, extent=None, causal=Fals
 
 
 def _triton():
-    from nuwa_lib.attention import triton_nearby
+    from . import triton_nearby
     return triton_nearby
 
 

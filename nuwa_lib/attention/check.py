@@ -37,7 +37,7 @@ def backend_errors(backends=("torch", "triton"), cases=None, seed: int = 0, batc
                    heads: int = 2, dim: int = 16, dtype=torch.float32) -> list[dict]:
     """Max |output - reference| and max |gradient - reference gradient| (over q, k, v and
     the global keys) for each backend and case."""
-    from nuwa_lib.attention import nearby_attention
+    from . import nearby_attention
 
     rows = []
     for name, case in (cases or CASES).items():

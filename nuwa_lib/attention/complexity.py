@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from nuwa_lib.attention.masks import check_shape, count_pairs
+from .masks import check_shape, count_pairs
 
 PAIR_KINDS = ("full", "block", "axial", "nearby")
 

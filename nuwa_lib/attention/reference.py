@@ -11,7 +11,7 @@ from typing import Optional, Tuple
 import torch
 from einops import rearrange
 
-from nuwa_lib.attention.masks import nearby_mask
+from .masks import nearby_mask
 
 
 def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,

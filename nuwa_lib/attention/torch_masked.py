@@ -21,9 +21,9 @@ from typing import NamedTuple, Optional
 
 import torch
 
-from nuwa_lib.attention.masks import attention_mask
-from nuwa_lib.attention.reference import reference_attention
-from nuwa_lib.attention.torch_nearby import _sdpa
+from .masks import attention_mask
+from .reference import reference_attention
+from .torch_nearby import _sdpa
 
 
 class FusedMask(NamedTuple):

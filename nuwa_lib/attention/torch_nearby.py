@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from nuwa_lib.attention.masks import resolve_extent
+from .masks import resolve_extent
 
 # (target_tile, max_frame_tile, target_band) in tokens: frames of up to max_frame_tile tokens
 # are grouped into tiles of about target_tile tokens; larger frames are cut into bands of

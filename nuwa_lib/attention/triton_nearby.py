@@ -30,7 +30,7 @@ import torch
 import triton
 import triton.language as tl
 
-from nuwa_lib.attention.masks import resolve_extent
+from .masks import resolve_extent
 
 LOG2E = 1.4426950408889634
 

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Mapping, Tuple
 
-from nuwa_lib.utils.paths import artifacts_dir
+from .paths import artifacts_dir
 
 
 def key_hash(key: Any) -> str:

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 import torch
 
-from nuwa_lib.utils.files import atomic_path
+from .files import atomic_path
 
 
 class CheckpointError(RuntimeError):

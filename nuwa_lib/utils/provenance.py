@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from nuwa_lib import __version__
-from nuwa_lib.utils.paths import REPO_ROOT
+from .. import __version__
+from .paths import REPO_ROOT
 
 
 def _git(*args: str) -> str | None:

@@ -1,7 +1,7 @@
 """Generating pictures for a task: a batch of task data -> sampled tokens -> pixels.
 
-The glue the task notebooks share: :class:`nuwa_lib.datasets.TaskData` says what conditions
-the encoder and what primes the decoder (``tasks.py``), :func:`nuwa_lib.sampling.sample`
+The glue the task notebooks share: :class:`nuwa_lib.training.task_data.TaskData` says what conditions
+the encoder and what primes the decoder (``tasks.py``), :func:`nuwa_lib.generation.sampling.sample`
 draws the target tokens with the KV cache, and the visual VQ-GAN draws them as pixels.
 With ``n > 1`` and the world CLIP, the best of n samples per caption is kept, as the paper
 keeps the best of 60 (Sec. 4.2).
@@ -14,8 +14,9 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from nuwa_lib import sampling, vqgan
-from nuwa_lib.datasets import TaskData
+from ..tokenizers import vqgan
+from ..training.task_data import TaskData
+from . import sampling
 
 
 @dataclass
@@ -58,7 +59,7 @@ def generate(model, data: TaskData, indices: Sequence[int], visual: vqgan.VQMode
     prime = dict(prime=b.given, prime_mask=b.prime) if bool(b.prime.any()) else {}
     scores = None
     if n > 1:
-        from nuwa_lib.metrics import clip_similarity
+        from ..evaluation.metrics import clip_similarity
 
         def score(tokens, i):
             pics = vqgan.decode(visual, tokens)

@@ -25,9 +25,6 @@ TABLE4_SKETCHES = [
 ]
 
 
-def label(r, d, f) -> str:
-    """The R -> D (rate) label used in our tables: "256² → 16² (F16)"."""
-    return f"{r}² → {d}² (F{f})"
 
 # Table 1: T2I on MSCOCO (256²); FID-k (DALL-E's blurred FID), IS, CLIPSIM (GODIVA).
 # None where the paper prints "-". Our rows stand in for the NÜWA rows (``ours``).

@@ -29,9 +29,9 @@ from typing import Any, Mapping, Sequence
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-from nuwa_lib import world
-from nuwa_lib.utils.cache import artifact_path, fetch, key_hash, profile_of
-from nuwa_lib.utils.files import atomic_write_bytes
+from ..utils.cache import artifact_path, fetch, key_hash, profile_of
+from ..utils.files import atomic_write_bytes
+from . import splits
 
 TEXT_VERSION = 1            # bump when the recipe below changes: old files stop matching
 PAD, UNK = "<pad>", "<unk>"
@@ -40,7 +40,7 @@ PAD_ID, UNK_ID = 0, 1       # special tokens are numbered first, in this order
 NONE_CAPTION = "None"       # V2V's condition: "a constant 3D representation c of the word None"
 MIN_VOCAB = len(SPECIAL_TOKENS) + 256   # the byte alphabet is always in the vocabulary
 # Roles whose captions the generator is trained on (their train splits form the corpus).
-CAPTION_ROLES = tuple(r for r, spec in world.ROLES.items() if spec.captioned)
+CAPTION_ROLES = tuple(r for r, spec in splits.ROLES.items() if spec.captioned)
 
 
 class TokenizerFileError(RuntimeError):
@@ -104,7 +104,7 @@ def tokenizer_path(config: TextConfig, profile: str) -> Path:
 def training_captions(config: TextConfig) -> list[str]:
     """The corpus, in a fixed order: image and video captions of the train split of each
     captioned role (the first ``corpus_size`` samples), then the word "None"."""
-    captions = [world.sample(role, "train", i, seed=config.seed, canvas=config.canvas,
+    captions = [splits.sample(role, "train", i, seed=config.seed, canvas=config.canvas,
                              frames=config.frames).caption
                 for role in CAPTION_ROLES for i in range(config.corpus_size)]
     return captions + [NONE_CAPTION]

@@ -1,13 +1,13 @@
 """Segmentation scores on class maps (pure NumPy): PA and FWIoU (Table 4, VQ-GAN-Seg), mIoU.
 
-Nothing here needs a network, so both the judges' own checks and :mod:`nuwa_lib.metrics`
+Nothing here needs a network, so both the judges' own checks and :mod:`nuwa_lib.evaluation.metrics`
 (Detected PA, Table 6, segments generated frames with the world segmenter first) use them.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from nuwa_lib import world
+from ..data import world
 
 
 def confusion_matrix(pred, target, n_classes=world.N_SEG_CLASSES) -> np.ndarray:

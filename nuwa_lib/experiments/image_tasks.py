@@ -10,7 +10,7 @@ What notebooks 05-08 share, so no logic lives only in a notebook:
   VQ-GAN) and class maps of a role's split, the reference set of FID and PA;
 * :func:`t2i_scores` -- Table 1's columns for one set of samples: FID-0/1/2/4/8, IS, CLIPSIM;
 * :func:`mean_std` and :func:`table1` -- seeds aggregated (mean, std) and our rows beside
-  the paper's (:data:`nuwa_lib.paper.TABLE1`);
+  the paper's (:data:`nuwa_lib.experiments.paper.TABLE1`);
 * :func:`decide` and :func:`verdict` -- the rule every claim of every table follows: a
   claim *holds* when the means are ordered as claimed, and holds *clearly* when the gap
   exceeds the sum of the two rows' spreads, which needs a measured spread on both rows
@@ -28,8 +28,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from nuwa_lib import metrics, paper, world
-from nuwa_lib.segmentation import pixel_accuracy
+from ..data import splits, world
+from ..evaluation import metrics
+from ..evaluation.segmentation import pixel_accuracy
+from . import paper
+from .claims import decide, mean_std
 
 # The paper's columns, then ours: "Acc" (the world classifier reads every attribute the
 # caption names, DESIGN §7), which the paper has no column for.
@@ -48,14 +51,14 @@ def seeded(cfg: Mapping[str, Any], seed: int) -> dict:
 
 def real_pictures(role: str, split: str, indices, *, seed=0, canvas=32, frames=8) -> np.ndarray:
     """uint8 (N, H, W, 3) images (or (N, T, H, W, 3) videos) of samples ``indices``."""
-    video = world.ROLES[role].kind == "video"
-    return np.stack([getattr(world.sample(role, split, int(i), seed, canvas, frames),
+    video = splits.ROLES[role].kind == "video"
+    return np.stack([getattr(splits.sample(role, split, int(i), seed, canvas, frames),
                              "video" if video else "image") for i in indices])
 
 
 def real_segs(role: str, split: str, indices, *, seed=0, canvas=32, frames=8) -> np.ndarray:
     """Class maps (N, H, W) (or (N, T, H, W)) of samples ``indices``."""
-    return np.stack([world.sample(role, split, int(i), seed, canvas, frames).seg
+    return np.stack([splits.sample(role, split, int(i), seed, canvas, frames).seg
                      for i in indices])
 
 
@@ -65,9 +68,9 @@ def counterfactual_pictures(role: str, split: str, indices, *, seed=0, canvas=32
     {"attribute", "value", "position", "objects"} (see :func:`edit_accuracy`), "before": originals (N, H, W, 3),
     "after": the counterfactual pictures, "captions": the edited captions, "segs": the class
     maps (a colour edit keeps them), "edit_rows": first changed pixel row per sample}."""
-    from nuwa_lib import tasks as T
+    from ..data import tasks as T
 
-    samples = [world.sample(role, split, int(i), seed, canvas, frames) for i in indices]
+    samples = [splits.sample(role, split, int(i), seed, canvas, frames) for i in indices]
     cfs = [T.counterfactual("TI2I", s, frames) for s in samples]
     edits = []
     for s, c in zip(samples, cfs):       # the edit tasks.counterfactual makes: the last object's colour
@@ -101,15 +104,6 @@ def t2i_scores(samples, real, captions, classifier, clip, *, radii=metrics.FID_R
     return out
 
 
-def mean_std(runs: Sequence[Mapping[str, float]], columns=TABLE1_COLUMNS) -> dict:
-    """{column: (mean, std)} over runs (std with ddof=1; NaN for a single run)."""
-    if not runs:
-        raise ValueError("mean_std needs at least one run")
-    out = {}
-    for c in columns:
-        v = np.array([float(r[c]) for r in runs])
-        out[c] = (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan"))
-    return out
 
 
 def table1(ours: Mapping[str, Sequence[Mapping[str, float]]], columns=TABLE1_COLUMNS,
@@ -156,26 +150,8 @@ def _get(table, key, column, what="Table 1"):
     return float(r[column].iloc[0]), float(r[f"{column} std"].iloc[0])
 
 
-def decide(ma: float, sa: float, mb: float, sb: float, lower: bool) -> tuple:
-    """(holds, clear) for "a beats b": ``ma``, ``mb`` the two means, ``sa``, ``sb`` their
-    stds over seeds (NaN where a row was run once; 0 for a deterministic reference such as
-    a copy of the data). ``holds``: a's mean is on the better side (``lower`` is better, or
-    higher); ``clear``: the gap exceeds ``sa + sb`` -- None when either spread is unmeasured,
-    since one run cannot tell a gap from another machine's rounding."""
-    gap = (mb - ma) if lower else (ma - mb)
-    if not (np.isfinite(sa) and np.isfinite(sb)):
-        return bool(gap > 0), None
-    return bool(gap > 0), bool(gap > sa + sb)
 
 
-def verdict(holds: bool, clear) -> str:
-    """The words of a claim's verdict: "holds, clearly", "holds, within the spread",
-    "holds (no spread measured)" (``clear`` None or NaN) or "does not hold"."""
-    if not holds:
-        return "does not hold"
-    if clear is None or (isinstance(clear, float) and np.isnan(clear)):
-        return "holds (no spread measured)"
-    return "holds, clearly" if clear else "holds, within the spread"
 
 
 def _all_clear(flags) -> bool | None:
@@ -323,7 +299,3 @@ def segmentation_pa(segmenter, samples, sketches) -> float:
     """S2I: PA of the world segmenter's maps of generated images against the input sketch."""
     return pixel_accuracy(segmenter.predict(np.asarray(samples)), np.asarray(sketches))
 
-
-__all__ = ["seeded", "real_pictures", "real_segs", "counterfactual_pictures", "t2i_scores", "mean_std", "table1",
-           "decide", "verdict", "t2i_claims", "unchanged_region", "region_pa", "edit_accuracy", "ti2i_scores", "determined",
-           "diversity", "i2i_scores", "segmentation_pa", "OUR_ROWS", "TABLE1_COLUMNS"]

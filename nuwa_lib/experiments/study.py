@@ -34,11 +34,14 @@ from typing import Any, Mapping, Sequence
 import torch
 import torch.nn as nn
 
-from nuwa_lib import datasets, metrics, tasks as T, vqgan
-from nuwa_lib.utils import checkpoint, progress as P
-from nuwa_lib.utils.files import write_json
-from nuwa_lib.utils.cache import artifact_path, fetch, key_hash
-from nuwa_lib.utils.pool import map_in_processes
+from ..data import tasks as T
+from ..evaluation import metrics
+from ..tokenizers import token_sets, vq_eval, vq_train, vqgan
+from ..training import task_data
+from ..utils import checkpoint, progress as P
+from ..utils.cache import artifact_path, fetch, key_hash
+from ..utils.files import write_json
+from ..utils.pool import map_in_processes
 
 STUDY_VERSION = 1
 TASKS = ("T2I", "T2V")
@@ -162,9 +165,9 @@ def flops_per_sample(model, cond_tokens: int, target_tokens: int) -> int:
 
 # ---------------------------------------------------------------------- model arms
 def _model_plan(cfg, arm: ModelArm, sc: StudyConfig, tokenizers):
-    from nuwa_lib import train
+    from ..training import runs
 
-    return train.plan(cfg, (arm.task,), model_overrides={"dim": arm.dim},
+    return runs.plan(cfg, (arm.task,), model_overrides={"dim": arm.dim},
                       train_overrides={"steps": arm.steps, "batch_size": arm.batch_size,
                                        "lr": arm.lr, "data_size": sc.data_size},
                       tokenizers=tokenizers, progress=False)
@@ -191,17 +194,18 @@ def _readout(judges, pixels, captions, video: bool) -> dict:
 def model_curve(cfg, arm: ModelArm, sc: StudyConfig, judges, tokenizers, *,
                 progress=False) -> list:
     """The rows of one model arm: one per evaluation step (see the module docstring)."""
-    from nuwa_lib import generate, train
+    from ..generation import generate
+    from ..training import runs, trainer
 
     p = _model_plan(cfg, arm, sc, tokenizers)
-    ws = datasets.world_settings(cfg)
-    data = train.build_data(p.tasks, p.roles, tokenizers, sc.data_size, profile=p.profile,
+    ws = task_data.world_settings(cfg)
+    data = runs.build_data(p.tasks, p.roles, tokenizers, sc.data_size, profile=p.profile,
                             progress=progress, **ws)
     role = p.roles[arm.task]
-    val = datasets.task_data(arm.task, role, "val", sc.val, tokenizers, profile=p.profile, **ws)
-    test = datasets.task_data(arm.task, role, "test", sc.prompts, tokenizers, profile=p.profile,
+    val = task_data.task_data(arm.task, role, "val", sc.val, tokenizers, profile=p.profile, **ws)
+    test = task_data.task_data(arm.task, role, "test", sc.prompts, tokenizers, profile=p.profile,
                               **ws)
-    tr = train.Trainer(p.model_config, p.config, data)
+    tr = trainer.Trainer(p.model_config, p.config, data)
     first = test.batch([0])
     per_sample = flops_per_sample(tr.model, first.cond.tokens.shape[1], first.target[0].numel())
     video = T.get_task(arm.task).target == "video"
@@ -236,17 +240,17 @@ def tokenizer_curve(cfg, arm: TokenizerArm, sc: StudyConfig, judges, *, progress
     """The rows of one tokenizer arm: the classifier's reading of held-out test pictures
     before and after the VQ-GAN, at each evaluation step."""
     config = _tokenizer_config(cfg, arm)
-    ws = datasets.world_settings(cfg)
+    ws = task_data.world_settings(cfg)
     jcanvas = ws["canvas"]
-    pics = vqgan.heldout_pictures(config, sc.prompts)
-    caps = datasets.captions_of("mscoco", "test", range(sc.prompts), **ws)
-    raw = metrics.attribute_agreement(judges.classifier, vqgan.downsample(pics, jcanvas), caps)
-    tr = vqgan.Trainer(config, judges.classifier, jcanvas)
+    pics = vq_eval.heldout_pictures(config, sc.prompts)
+    caps = task_data.captions_of("mscoco", "test", range(sc.prompts), **ws)
+    raw = metrics.attribute_agreement(judges.classifier, vq_eval.downsample(pics, jcanvas), caps)
+    tr = vq_train.Trainer(config, judges.classifier, jcanvas)
     rows = []
     for step in eval_steps(arm.steps, sc.points):
         tr.run(until=step, progress=progress)
         rec = vqgan.reconstruct(tr.model, pics)
-        got = metrics.attribute_agreement(judges.classifier, vqgan.downsample(rec, jcanvas), caps)
+        got = metrics.attribute_agreement(judges.classifier, vq_eval.downsample(rec, jcanvas), caps)
         rows.append({"width": arm.width, "steps": arm.steps, "step": step,
                      "parameters": sum(q.numel() for q in tr.model.parameters()),
                      "Acc before": raw["all"], "Acc after": got["all"],
@@ -261,11 +265,11 @@ def tokenizer_curve(cfg, arm: TokenizerArm, sc: StudyConfig, judges, *, progress
 def _identity(cfg, kind: str, arm, sc: StudyConfig, tokenizers=None) -> tuple:
     """(cache path, key) of an arm: its config, the study's evaluation settings, the judges
     and (model arms) the training run's hash, which covers the tokenizers and the world."""
-    from nuwa_lib import judges as J
+    from ..evaluation import judge_nets
 
-    jcfg = J.JudgesConfig.from_profile(cfg)
+    jcfg = judge_nets.JudgesConfig.from_profile(cfg)
     key = {"version": STUDY_VERSION, "kind": kind, "arm": asdict(arm), "eval": sc.eval_key(),
-           "judges": {n: J.config_hash(n, jcfg) for n in ("classifier", "clip", "video")}}
+           "judges": {n: judge_nets.config_hash(n, jcfg) for n in ("classifier", "clip", "video")}}
     if kind == "model":
         key["run"] = _model_plan(cfg, arm, sc, tokenizers).hash
     else:
@@ -279,11 +283,11 @@ def _identity(cfg, kind: str, arm, sc: StudyConfig, tokenizers=None) -> tuple:
 
 def _run_arm(cfg, kind: str, arm, tokenizers=None, progress=False) -> list:
     """One arm's rows, from the cache or computed (and cached)."""
-    from nuwa_lib import judges as J
+    from ..evaluation import judges as J
 
     sc = StudyConfig.from_profile(cfg)
     if kind == "model" and tokenizers is None:
-        tokenizers = datasets.profile_tokenizers(cfg, sketch=False, progress=False)
+        tokenizers = token_sets.profile_tokenizers(cfg, sketch=False, progress=False)
     path, key = _identity(cfg, kind, arm, sc, tokenizers)
 
     def load(path):
@@ -312,13 +316,13 @@ def _run_arm(cfg, kind: str, arm, tokenizers=None, progress=False) -> list:
 def run_study(cfg, *, tokenizers=None, progress=True) -> dict:
     """{"models": rows, "tokenizers": rows} of every arm of the profile's ``study:``, the
     missing arms computed ``workers`` at a time (costliest first), the rest from the cache."""
-    from nuwa_lib import judges as J
+    from ..evaluation import judges as J
 
     sc = StudyConfig.from_profile(cfg)
     # the judges and the profile's tokenizers first, here, so workers only read their caches
     J.get_judges(cfg, names=("classifier", "clip", "video"), progress=progress)
     if tokenizers is None:
-        tokenizers = datasets.profile_tokenizers(cfg, sketch=False, progress=progress)
+        tokenizers = token_sets.profile_tokenizers(cfg, sketch=False, progress=progress)
     arms = [("tokenizer", a) for a in sc.tokenizers] + [("model", a) for a in sc.models]
     missing = [(k, a) for k, a in arms if not _identity(cfg, k, a, sc, tokenizers)[0].exists()]
     missing.sort(key=lambda ka: -_cost(*ka))

@@ -8,7 +8,7 @@ What the video notebooks (09 on) share, so no logic lives only in a notebook:
   frame, world classifier features), FID-vid (video net features), CLIPSIM;
 * :func:`side_by_side` -- our rows (mean and std over runs) beside a paper table's rows;
 * :func:`compare` / :func:`claim` -- a claim of the paper ("a beats b on column c") decided
-  from the numbers by :func:`nuwa_lib.image_tasks.decide`: *holds* (the means are ordered as
+  from the numbers by :func:`nuwa_lib.experiments.image_tasks.decide`: *holds* (the means are ordered as
   claimed) and *clear* (the gap exceeds the sum of the two stds; None where a row has a
   single run, so no verdict rests on one run's last digits);
 * :func:`heldout_share` -- how many samples of a set carry a held-out attribute x motion
@@ -21,8 +21,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from nuwa_lib import image_tasks, metrics, world
-from nuwa_lib.image_tasks import decide, mean_std, verdict
+from ..data import splits, world
+from ..evaluation import metrics
+from . import image_tasks
+from .claims import decide, mean_std
 
 T2V_COLUMNS = ("Acc", "FID-img", "FID-vid", "CLIPSIM")
 LOWER_IS_BETTER = {"Acc": False, "FID-img": True, "FID-vid": True, "CLIPSIM": False,
@@ -61,7 +63,7 @@ def motion_accuracy(video_net, samples, captions) -> float:
 def heldout_share(role: str, split: str, indices, *, seed=0, canvas=32, frames=8) -> float:
     """Fraction of the samples ``indices`` whose scene has a held-out attribute x motion
     combination."""
-    return float(np.mean([world.is_heldout(world.sample(role, split, int(i), seed, canvas,
+    return float(np.mean([world.is_heldout(splits.sample(role, split, int(i), seed, canvas,
                                                         frames).scene) for i in indices]))
 
 
@@ -172,15 +174,15 @@ def new_motion_scene(scene, motion):
 
 
 def tv2v_ground_truth(role: str, split: str, indices, *, seed=0, canvas=32, frames=8) -> dict:
-    """TV2V's ground truth for samples ``indices`` (the edit :func:`nuwa_lib.tasks.counterfactual`
+    """TV2V's ground truth for samples ``indices`` (the edit :func:`nuwa_lib.data.tasks.counterfactual`
     makes: the first object moves "up", or "down" if it already moves up, from frame 1 on):
     {"captions": the edited captions the encoder reads ("... then moves up ..."),
     "judge_captions": the same scenes with the new motion from the start (what the video net
     reads), "original_captions", "motions": (old, new) per sample, "before": the original
     videos, "after": the counterfactual videos}."""
-    from nuwa_lib import tasks as T
+    from ..data import tasks as T
 
-    samples = [world.sample(role, split, int(i), seed, canvas, frames) for i in indices]
+    samples = [splits.sample(role, split, int(i), seed, canvas, frames) for i in indices]
     out = {"captions": [], "judge_captions": [], "original_captions": [], "motions": [],
            "before": [], "after": []}
     for s in samples:
@@ -215,7 +217,7 @@ def tv2v_scores(video_net, samples, judge_captions, original_captions) -> dict:
     if not (len(samples) == len(judge_captions) == len(original_captions)):
         raise ValueError(f"{len(samples)} samples, {len(judge_captions)} edited and "
                          f"{len(original_captions)} original captions")
-    from nuwa_lib.judges import VIDEO_PRESENCE
+    from ..evaluation.judge_nets import VIDEO_PRESENCE
 
     new = metrics.attribute_agreement(video_net, samples, judge_captions)
     others = [a for a in TV2V_OTHERS if a in new]
@@ -260,9 +262,11 @@ def manipulate(model, tokenizers, video, captions, *, frames: int = 1, temperatu
     (len(captions), T, H, W, 3)."""
     import torch
 
-    from nuwa_lib import sampling, tasks, vqgan
-    from nuwa_lib.datasets import trim_text
-    from nuwa_lib.model import Condition
+    from ..data import tasks
+    from ..generation import sampling
+    from ..model.config import Condition
+    from ..tokenizers import vqgan
+    from ..training.task_data import trim_text
 
     video = _videos(np.asarray(video)[None], "video")
     given = vqgan.encode(tokenizers.visual, video).expand(len(captions), -1, -1, -1)

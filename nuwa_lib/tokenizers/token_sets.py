@@ -3,11 +3,11 @@
 World part. :func:`world_tokens` renders ``n`` samples of a Shapes World role's split and
 turns them into tokens once:
 
-* captions -> BPE ids (N, L) and a keep mask (:mod:`nuwa_lib.text`), for captioned roles;
+* captions -> BPE ids (N, L) and a keep mask (:mod:`nuwa_lib.data.text`), for captioned roles;
 * images / videos -> visual VQ-GAN tokens (N, s, h, w), s = 1 for images (:func:`vqgan.encode`);
 * segmentation maps -> VQ-GAN-Seg tokens (N, s, h, w), for roles with sketches;
 * for the zero-shot manipulation tasks (``variant="TI2I"`` / ``"TV2V"``) the counterfactual
-  ground truth of :func:`nuwa_lib.tasks.counterfactual`: the edited picture's tokens become
+  ground truth of :func:`nuwa_lib.data.tasks.counterfactual`: the edited picture's tokens become
   the target, the edited caption the text, the original's tokens are kept as ``given`` (what
   primes the decoder) with the token rows above the edit (TI2I).
 
@@ -17,14 +17,14 @@ variant, and content hashes of the tokenizers' weights or BPE), so notebooks nev
 twice and a retrained tokenizer never reads stale tokens.
 
 :class:`TaskData` is one task's view of such tokens: ``batch(indices)`` gives the model's
-inputs (a :class:`~nuwa_lib.model.Condition` and the target grid) plus the prime mask that
+inputs (a :class:`~nuwa_lib.model.config.Condition` and the target grid) plus the prime mask that
 sampling uses. The tokenizers are arguments (:class:`Tokenizers`), so tests can pass
 untrained ones; :func:`profile_tokenizers` fetches the profile's.
 
-Real part. The readers of the paper's datasets and their tokens (:class:`~nuwa_lib.readers.
-RealTokens`, which :class:`TaskData` takes too) live in :mod:`nuwa_lib.readers`, which builds
+Real part. The readers of the paper's datasets and their tokens (:class:`~nuwa_lib.data.readers.
+RealTokens`, which :class:`TaskData` takes too) live in :mod:`nuwa_lib.data.readers`, which builds
 on this module (never the other way round); ``task_data(task, reader, ...)`` asks the reader
-for its task data (:meth:`nuwa_lib.readers.Reader.task_data`).
+for its task data (:meth:`nuwa_lib.data.readers.Reader.task_data`).
 """
 from __future__ import annotations
 
@@ -37,10 +37,9 @@ from typing import Any, Mapping, Optional
 import numpy as np
 import torch
 
-from nuwa_lib import tasks as T, world
-from nuwa_lib.model import Condition
-from nuwa_lib.utils import checkpoint, progress as P
-from nuwa_lib.utils.cache import artifact_path, fetch, key_hash
+from ..data import splits, tasks as T, world
+from ..utils import checkpoint, progress as P
+from ..utils.cache import artifact_path, fetch, key_hash
 
 TOKENS_FORMAT = "nuwa-world-tokens"
 TOKENS_VERSION = 1
@@ -69,9 +68,9 @@ def vq_hash(vq) -> str:
 @dataclass
 class Tokenizers:
     """The three tokenizers of Sec. 3.1; any may be None when no task needs it."""
-    text: Any = None          # nuwa_lib.text.TextTokenizer
-    visual: Any = None        # nuwa_lib.vqgan.VQModel (images and video frames)
-    sketch: Any = None        # nuwa_lib.vqgan.VQModel of kind "seg"
+    text: Any = None          # nuwa_lib.data.text.TextTokenizer
+    visual: Any = None        # nuwa_lib.tokenizers.vqgan.VQModel (images and video frames)
+    sketch: Any = None        # nuwa_lib.tokenizers.vqgan.VQModel of kind "seg"
 
     def __post_init__(self):
         if self.sketch is not None and self.sketch.config.kind != "seg":
@@ -87,7 +86,7 @@ class Tokenizers:
 
     def none_condition(self) -> tuple:
         """(ids (1, n), keep None): the word "None" (Eq. 16's constant c), cut to its tokens."""
-        from nuwa_lib.text import NONE_CAPTION
+        from ..data.text import NONE_CAPTION
 
         if self.text is None:
             raise ValueError('the word "None" needs the text tokenizer (Tokenizers(text=...))')
@@ -103,8 +102,9 @@ def profile_tokenizers(cfg: Mapping[str, Any], *, profile: str | None = None, sk
     each loaded from the cache or trained. ``untrained=True`` gives freshly initialised VQ
     models of the same configs instead (seeded; for timing runs and tests) -- their tokens
     are meaningless. ``text_tokenizer`` replaces the world's BPE (real data brings its own,
-    :func:`nuwa_lib.readers.real_text_tokenizer`)."""
-    from nuwa_lib import text, vqgan
+    :func:`nuwa_lib.tokenizers.real_tokens.real_text_tokenizer`)."""
+    from ..data import text
+    from . import vq_train, vqgan
 
     profile = profile or cfg.get("name")
     section = cfg.get("vqgan") or {}
@@ -127,7 +127,7 @@ def profile_tokenizers(cfg: Mapping[str, Any], *, profile: str | None = None, sk
                 torch.manual_seed(int(cfg.get("seed", 0)))
                 out[part] = vqgan.VQModel(configs[name]).eval().requires_grad_(False)
         else:
-            out[part] = vqgan.get_tokenizer(cfg, name, profile=profile, progress=progress)[0]
+            out[part] = vq_train.get_tokenizer(cfg, name, profile=profile, progress=progress)[0]
     return Tokenizers(**out)
 
 
@@ -171,7 +171,7 @@ def _small_int(t: torch.Tensor, bound: int) -> torch.Tensor:
 def tokens_key(role, split, n, tokenizers: Tokenizers, *, seed=0, canvas=32, frames=8,
                variant=None) -> dict:
     """What a token cache depends on; the tokenizers that the role does not use are None."""
-    spec = world.ROLES[role]
+    spec = splits.ROLES[role]
     h = tokenizers.hashes()
     return {"version": TOKENS_VERSION, "role": role, "split": split, "n": int(n), "seed": int(seed),
             "canvas": int(canvas), "frames": int(frames) if spec.kind == "video" else None,
@@ -185,7 +185,7 @@ def tokens_path(profile: str, key: Mapping) -> Path:
 
 
 def _encode_chunks(vq, pictures: np.ndarray, desc: str, progress: bool, chunk: int = 256):
-    from nuwa_lib import vqgan
+    from . import vqgan
 
     out = []
     bar = P.bar(total=len(pictures), desc=desc, progress=progress, leave=False)
@@ -197,14 +197,14 @@ def _encode_chunks(vq, pictures: np.ndarray, desc: str, progress: bool, chunk: i
 
 
 def _check_args(role, split, n, tokenizers, variant):
-    world._check("role", role, tuple(world.ROLES))
+    world._check("role", role, tuple(splits.ROLES))
     world._check("split", split, world.SPLITS)
     world._check_min("n", n, 1)
     world._check("variant", variant, VARIANTS)
     if not isinstance(tokenizers, Tokenizers):
         raise ValueError(f"tokenizers must be a Tokenizers(text=, visual=, sketch=), got "
                          f"{type(tokenizers).__name__}")
-    spec = world.ROLES[role]
+    spec = splits.ROLES[role]
     if tokenizers.visual is None:
         raise ValueError("world_tokens needs the visual tokenizer (Tokenizers(visual=...))")
     if spec.captioned and tokenizers.text is None:
@@ -223,10 +223,10 @@ def build_world_tokens(role, split, n, tokenizers: Tokenizers, *, seed=0, canvas
                        variant=None, progress=True) -> WorldTokens:
     """Render and encode (no cache): see :func:`world_tokens`."""
     _check_args(role, split, n, tokenizers, variant)
-    spec = world.ROLES[role]
+    spec = splits.ROLES[role]
     key = tokens_key(role, split, n, tokenizers, seed=seed, canvas=canvas, frames=frames,
                      variant=variant)
-    samples = [world.sample(role, split, i, seed=seed, canvas=canvas, frames=frames)
+    samples = [splits.sample(role, split, i, seed=seed, canvas=canvas, frames=frames)
                for i in range(n)]
     originals = np.stack([s.video if spec.kind == "video" else s.image for s in samples])
     out = dict(role=role, split=split, n=n, key=key, variant=variant)
@@ -298,145 +298,3 @@ def world_tokens(role, split, n, tokenizers: Tokenizers, *, seed=0, canvas=32, f
         return wt
 
     return fetch(path, lambda p: load_world_tokens(p, key), build)[0]
-
-
-# --------------------------------------------------------------------------- task view
-def tokens_kind(wt) -> str:
-    """"image" or "video": a real dataset's tokens say (``RealTokens.kind``), a world role's
-    come from its row in :data:`nuwa_lib.world.ROLES`."""
-    return getattr(wt, "kind", None) or world.ROLES[wt.role].kind
-
-
-@dataclass
-class Batch:
-    """One batch of a task: the encoder's condition, the target tokens (B, s, h, w) int64,
-    the prime mask (B, s, h, w) (True = given to the decoder; used by sampling, not by the
-    loss) and ``given`` (B, s, h, w): the tokens the prime is read from (the original
-    picture for TI2I / TV2V, the target itself otherwise)."""
-    task: str
-    cond: Condition
-    target: torch.Tensor
-    prime: torch.Tensor
-    given: torch.Tensor
-    indices: torch.Tensor
-
-    def to(self, device) -> "Batch":
-        return Batch(self.task, self.cond.to(device), self.target.to(device),
-                     self.prime.to(device), self.given.to(device), self.indices)
-
-    @property
-    def size(self) -> int:
-        return self.target.shape[0]
-
-
-def trim_text(ids: torch.Tensor, keep: torch.Tensor):
-    """(ids, keep) cut to the longest real caption of the batch; keep becomes None when no
-    token is padding. Exact: padded keys are masked anyway and text positions are absolute."""
-    n = int(keep.sum(1).max())
-    ids, keep = ids[:, :n], keep[:, :n]
-    return ids, (None if bool(keep.all()) else keep)
-
-
-@dataclass
-class TaskData(torch.utils.data.Dataset):
-    """Task ``task`` on the tokens of one role: item i is a dict of the sample's tensors,
-    :meth:`batch` gives a model-ready :class:`Batch`."""
-    task: T.Task
-    tokens: WorldTokens
-    none_ids: Optional[torch.Tensor] = None     # (1, n) ids of the word "None" (encoder "none")
-    frames: int = 1                             # prime frames of "first frame" tasks
-
-    def __post_init__(self):
-        self.task = T.get_task(self.task)
-        t, wt = self.task, self.tokens
-        kind = tokens_kind(wt)
-        if (kind == "video") != t.video:
-            raise ValueError(f"task {t.name} has {t.target} targets; role {wt.role!r} holds "
-                             f"{kind}s")
-        if t.counterfactual != (wt.variant is not None) or (wt.variant and wt.variant != t.name):
-            raise ValueError(f"task {t.name} needs tokens of variant "
-                             f"{t.name if t.counterfactual else None!r}, got {wt.variant!r}")
-        if t.reads_caption and wt.text_ids is None:
-            raise ValueError(f"task {t.name} reads captions; role {wt.role!r} has none encoded")
-        if t.reads_sketch and wt.sketch is None:
-            raise ValueError(f"task {t.name} reads sketches; the tokens of role {wt.role!r} have "
-                             f"none (a role with sketches and Tokenizers(sketch=...))")
-        if t.reads_none and self.none_ids is None:
-            raise ValueError(f'task {t.name} reads the word "None": pass none_ids '
-                             f"(Tokenizers.none_condition())")
-
-    def __len__(self) -> int:
-        return len(self.tokens)
-
-    @property
-    def target_grid(self) -> tuple:
-        return self.tokens.grid
-
-    def __getitem__(self, i) -> dict:
-        b = self.batch([i])
-        out = {"target": b.target[0], "prime": b.prime[0], "given": b.given[0]}
-        if b.cond.kind == "text":
-            out["text_ids"] = b.cond.tokens[0]
-        else:
-            out["sketch"] = b.cond.tokens[0].view(b.cond.grid)
-        return out
-
-    def batch(self, indices) -> Batch:
-        idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
-        if idx.dim() != 1 or not len(idx):
-            raise ValueError(f"indices must be a non-empty 1-D sequence, got {indices!r}")
-        if int(idx.min()) < 0 or int(idx.max()) >= len(self):
-            raise IndexError(f"indices must lie in [0, {len(self)}), got values in "
-                             f"[{int(idx.min())}, {int(idx.max())}]")
-        t, wt = self.task, self.tokens
-        target = wt.visual[idx].long()
-        if t.reads_sketch:
-            cond = Condition.from_sketch(wt.sketch[idx].long())
-        elif t.reads_none:
-            cond = Condition.from_text(self.none_ids.expand(len(idx), -1).long())
-        else:
-            cond = Condition.from_text(*trim_text(wt.text_ids[idx].long(), wt.text_keep[idx]))
-        given = wt.given[idx].long() if wt.given is not None else target
-        rows = wt.edit_rows[idx].long() if t.prime == "rows above the edit" else None
-        if rows is not None:
-            prime = T.prime_mask(t, target.shape[1:], rows=rows)
-        else:
-            prime = T.prime_mask(t, target.shape[1:], frames=self.frames)
-            prime = prime.expand(len(idx), *prime.shape)
-        return Batch(t.name, cond, target, prime, given, idx)
-
-
-def task_data(task, role: str | None = None, split: str = "train", n: int = 256,
-              tokenizers: Tokenizers | None = None, *, seed=0, canvas=32, frames=8,
-              profile: str | None = None, progress=True) -> TaskData:
-    """Task ``task`` on ``n`` samples of ``role``'s ``split`` (default role: the task's row in
-    the table), tokens through :func:`world_tokens` (cached with a profile). ``role`` may
-    also be a real dataset's reader (:mod:`nuwa_lib.readers`): then its first ``n`` samples
-    (``split`` and the world settings do not apply), through
-    :func:`~nuwa_lib.readers.real_task_data`."""
-    task = T.get_task(task)
-    if hasattr(role, "task_data"):     # a real dataset's reader (nuwa_lib.readers.Reader)
-        return role.task_data(task, tokenizers, n=n, profile=profile, progress=progress)
-    role = role or task.role
-    wt = world_tokens(role, split, n, tokenizers, seed=seed, canvas=canvas, frames=frames,
-                      variant=task.name if task.counterfactual else None, profile=profile,
-                      progress=progress)
-    none_ids = tokenizers.none_condition()[0] if task.reads_none else None
-    return TaskData(task, wt, none_ids)
-
-
-def world_settings(cfg: Mapping[str, Any]) -> dict:
-    """seed, canvas and frames of a profile (the keyword arguments of :func:`task_data`)."""
-    w = cfg.get("world") or {}
-    return {"seed": int(cfg.get("seed", 0)), "canvas": int(w.get("canvas", 32)),
-            "frames": int(w.get("frames", 8))}
-
-
-
-
-def captions_of(role: str, split: str, indices, *, seed=0, canvas=32, frames=8) -> list:
-    """What the world would say about samples ``indices`` of a role, captioned or not (an
-    uncaptioned role's scenes still have a caption; V2V readouts need it)."""
-    video = world.ROLES[role].kind == "video"
-    return [world.caption(world.sample(role, split, int(i), seed, canvas, frames).scene, video)
-            for i in indices]

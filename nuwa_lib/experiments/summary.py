@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nuwa_lib.image_tasks import verdict
+from .claims import verdict
 
 # (label, table, notebook): the paper's tables in the order the paper prints them.
 PAPER_TABLES = (
@@ -158,7 +158,6 @@ def compare_verdicts(here, there):
     source, claim, verdict here, verdict there, ``same``, and ``clear flips`` -- a verdict
     called clear in one record that is not the same in the other, which the decision rule
     must never allow. Claims only one record decided are listed with "—" for the other."""
-    import pandas as pd
 
     a, b = gather_claims(here), gather_claims(there)
     key = ["source", "claim"]

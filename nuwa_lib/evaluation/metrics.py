@@ -19,7 +19,7 @@ therefore on their own scale: compare rows within our tables, never with the pap
   For videos it is the mean over frames.
 * Acc: agreement of the classifier's (or video net's) reading with the attributes the
   prompt names (see :func:`attribute_agreement` for two-object prompts).
-* SSIM (Table 4) as usually defined; PA and FWIoU (Table 4) are in :mod:`nuwa_lib.segmentation`;
+* SSIM (Table 4) as usually defined; PA and FWIoU (Table 4) are in :mod:`nuwa_lib.evaluation.segmentation`;
   Detected PA (Table 6) is the PA of the world segmenter's maps of generated frames against
   the input sketch.
 
@@ -36,10 +36,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nuwa_lib import world
-from nuwa_lib.judges import VIDEO_PRESENCE, load_checkpoint
-from nuwa_lib.segmentation import pixel_accuracy
-from nuwa_lib.utils.tensors import evaluating, to_tensor
+from ..data import world
+from ..utils.tensors import evaluating, to_tensor
+from .judge_nets import VIDEO_PRESENCE
+from .judges import load_checkpoint
+from .segmentation import pixel_accuracy
 
 FID_RADII = (0, 1, 2, 4, 8)     # Table 1's FID-k columns
 EXTRACTOR_NAME = "nuwa-world-classifier"
@@ -175,7 +176,7 @@ def _resolve_judge(source):
     if source is not None and Path(str(source)).is_file():
         return load_checkpoint(source, expect="classifier")   # a classifier judge file
     raise ValueError(f"feature_extractor_weights_path {source!r} is neither a live judge "
-                     f"token from nuwa_lib.metrics nor a classifier judge checkpoint")
+                     f"token from nuwa_lib.evaluation.metrics nor a classifier judge checkpoint")
 
 
 def _extractor_class():

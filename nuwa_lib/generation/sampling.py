@@ -38,10 +38,11 @@ import numpy as np
 import torch
 from einops import rearrange
 
-from nuwa_lib.attention.masks import check_shape
-from nuwa_lib.model import Condition, Nuwa, Shape3
-from nuwa_lib.utils import progress as P
-from nuwa_lib.utils.tensors import evaluating
+from ..attention.masks import check_shape
+from ..model.config import Condition, Shape3
+from ..model.nuwa import Nuwa
+from ..utils import progress as P
+from ..utils.tensors import evaluating
 
 LogitsHook = Callable[[int, torch.Tensor], None]
 ScoreFn = Callable[[torch.Tensor, int], object]
@@ -60,7 +61,7 @@ def _describe(x) -> str:
 
 def _check_model(model) -> Nuwa:
     if not isinstance(model, Nuwa):
-        raise ValueError(f"model must be a nuwa_lib.model.Nuwa, got {type(model).__name__}")
+        raise ValueError(f"model must be a nuwa_lib.model.nuwa.Nuwa, got {type(model).__name__}")
     return model
 
 

@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import Union
 
 import numpy as np
 import torch
 
-from nuwa_lib import world
+from . import splits, world
 
 ENCODER_INPUTS = ("text", "sketch", "sketch video", "none")
 PRIMES = ("nothing", "top half", "rows above the edit", "first frame")
@@ -59,12 +59,12 @@ class Task:
         world._check(f"{self.name}: encoder", self.encoder, ENCODER_INPUTS)
         world._check(f"{self.name}: prime", self.prime, PRIMES)
         world._check(f"{self.name}: target", self.target, TARGETS)
-        world._check(f"{self.name}: role", self.role, tuple(world.ROLES))
+        world._check(f"{self.name}: role", self.role, tuple(splits.ROLES))
 
     # Derived views of the row (properties, so the table's columns stay the eight above).
     @property
     def condition_kind(self) -> str:
-        """The :class:`nuwa_lib.model.Condition` kind: ``"text"`` (the word "None" is text)
+        """The :class:`nuwa_lib.model.config.Condition` kind: ``"text"`` (the word "None" is text)
         or ``"sketch"``."""
         return "sketch" if self.encoder.startswith("sketch") else "text"
 
@@ -294,7 +294,7 @@ def world_example(name: str, index: int = 0, seed: int = 0, canvas: int = 32,
     """One instance of task ``name`` on the world, with ground-truth output:
     ``{"task", "title", "inputs": [(kind, data), ...], "output": (kind, data)}``."""
     task = get_task(name)
-    s = world.sample(task.role, "val", index, seed=seed, canvas=canvas, frames=frames)
+    s = splits.sample(task.role, "val", index, seed=seed, canvas=canvas, frames=frames)
     ex = {"task": task.name, "title": task.title}
     if task.name == "T2I":
         ex |= {"inputs": [("text", s.caption)], "output": ("image", s.image)}

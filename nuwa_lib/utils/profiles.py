@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from nuwa_lib.utils.paths import PROFILES_DIR
+from .paths import PROFILES_DIR
 
 
 def available_profiles() -> list[str]:
