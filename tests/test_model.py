@@ -336,3 +336,19 @@ def test_bad_decoding_steps_raise_clear_errors():
         model.step(cache, torch.zeros(B, dtype=torch.long))
     with pytest.raises(ValueError, match="exceeds"):
         model.start(cond, (1, 5, 5))
+
+
+def test_inputs_are_checked_without_reading_values_off_the_cpu():
+    """Reading a GPU tensor's values syncs with the GPU; the forward's checks only read CPU
+    tensors (a meta tensor has no values at all: any read raises)."""
+    from nuwa_lib.model.config import _check_ids, _padding
+
+    ids = torch.zeros(2, 4, dtype=torch.long, device="meta")
+    keep = torch.ones(2, 4, dtype=torch.bool, device="meta")
+    cond = Condition.from_text(ids, keep)
+    assert _padding(cond) is keep
+    assert _check_ids("text token ids", ids, 10).device.type == "meta"
+    with pytest.raises(ValueError, match=r"must lie in \[0, 10\)"):
+        _check_ids("text token ids", torch.tensor([[3, 12]]), 10)
+    assert _padding(Condition.from_text(torch.zeros(2, 4, dtype=torch.long),
+                                        torch.ones(2, 4, dtype=torch.bool))) is None

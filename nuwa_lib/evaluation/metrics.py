@@ -454,6 +454,18 @@ def attribute_agreement(judge, pixels, captions, per_sample=False) -> dict:
     return out
 
 
+def readout(judges, pixels, captions, video: bool) -> dict:
+    """What the judges read in generated (or real) pictures against their prompts: Acc
+    ("Acc": every named attribute agrees), each attribute's agreement and CLIPSIM. ``pixels``:
+    (N, 1, H, W, 3) images or (N, T, H, W, 3) videos; ``judges`` a
+    :class:`~nuwa_lib.evaluation.judges.Judges` (its video network reads videos)."""
+    pix = np.asarray(pixels) if video else np.asarray(pixels)[:, 0]
+    agree = attribute_agreement(judges.video if video else judges.classifier, pix, captions)
+    named = ("background", "colour", "shape", "size", "position", "motion")
+    return {"Acc": agree["all"], **{a: agree[a] for a in named if a in agree},
+            "CLIPSIM": clipsim(judges.clip, pix, captions)}
+
+
 def accuracy(judge, pixels, captions) -> float:
     """Acc of our tables: the fraction of samples whose every named attribute agrees."""
     return attribute_agreement(judge, pixels, captions)["all"]

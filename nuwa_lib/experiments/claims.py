@@ -44,3 +44,11 @@ def verdict(holds: bool, clear) -> str:
     if clear is None or (isinstance(clear, float) and np.isnan(clear)):
         return "holds (no spread measured)"
     return "holds, clearly" if clear else "holds, within the spread"
+
+
+def pm(mean: float, std: float = float("nan"), digits: int = 2) -> str:
+    """"mean ± std" at ``digits`` decimals, as the notebooks print table cells: the mean
+    alone when the std is NaN (one run), "—" when the mean is (no such number)."""
+    if np.isnan(mean):
+        return "—"
+    return f"{mean:.{digits}f}" + ("" if np.isnan(std) else f" ± {std:.{digits}f}")

@@ -184,11 +184,9 @@ def _val_loss(trainer, data) -> float:
 
 
 def _readout(judges, pixels, captions, video: bool) -> dict:
-    pix = pixels if video else pixels[:, 0]
-    agree = metrics.attribute_agreement(judges.video if video else judges.classifier, pix,
-                                        captions)
-    return {"Acc": agree["all"], "colour": agree.get("colour"), "shape": agree.get("shape"),
-            "CLIPSIM": metrics.clipsim(judges.clip, pix, captions)}
+    r = metrics.readout(judges, pixels, captions, video)
+    return {"Acc": r["Acc"], "colour": r.get("colour"), "shape": r.get("shape"),
+            "CLIPSIM": r["CLIPSIM"]}
 
 
 def model_curve(cfg, arm: ModelArm, sc: StudyConfig, judges, tokenizers, *,

@@ -160,7 +160,7 @@ class Condition:
                     or self.keep.dtype != torch.bool:
                 raise ValueError(f"condition keep must be a bool tensor of the tokens' shape "
                                  f"{tuple(self.tokens.shape)}, got {_describe(self.keep)}")
-            if self.keep.device.type != "meta" and not bool(self.keep.any(1).all()):
+            if self.keep.device.type == "cpu" and not bool(self.keep.any(1).all()):
                 empty = (~self.keep.any(1)).nonzero()[:, 0].tolist()
                 raise ValueError(f"condition keep must keep at least one token per sample; "
                                  f"samples {empty} keep none")
@@ -212,15 +212,21 @@ def _check_condition(cond) -> Condition:
 
 
 def _padding(cond: Condition) -> Optional[torch.Tensor]:
-    """The condition's keep mask, or None when nothing is padded (the fast 3DNA path)."""
-    return cond.keep if exists(cond.keep) and not bool(cond.keep.all()) else None
+    """The condition's keep mask, or None when nothing is padded (the fast 3DNA path). Only
+    a CPU mask is looked into: reading a GPU tensor's values would wait for the GPU on every
+    forward, so there a given mask is used as it is (correct, if slower when it keeps all)."""
+    if not exists(cond.keep):
+        return None
+    if cond.keep.device.type == "cpu" and bool(cond.keep.all()):
+        return None
+    return cond.keep
 
 
 def _check_ids(name: str, ids: torch.Tensor, vocab: int) -> torch.Tensor:
     if ids.is_floating_point() or ids.dtype == torch.bool:
         raise ValueError(f"{name} must be integer token ids, got {ids.dtype}")
-    if ids.device.type != "meta" and ids.numel():
-        lo, hi = int(ids.min()), int(ids.max())
+    if ids.device.type == "cpu" and ids.numel():     # (on a GPU this would sync each call;
+        lo, hi = int(ids.min()), int(ids.max())      #  an id out of range fails the lookup)
         if lo < 0 or hi >= vocab:
             raise ValueError(f"{name} must lie in [0, {vocab}), got values in [{lo}, {hi}]")
     return ids.long()

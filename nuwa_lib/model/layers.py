@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from ..attention import attention_mask, masked_attention, nearby_attention
+from ..attention import attention_mask, run_nearby_attention, torch_masked_attention
 from .config import Extent3, NuwaConfig, Shape3, exists
 
 
@@ -36,14 +36,16 @@ def attend(q, k, v, kind: str, q_shape: Shape3, kv_shape: Shape3, extent: Extent
     """Attention of one kind between grids; ``key_keep`` (B, Nk) hides padded keys (None:
     nothing is padded).
 
-    Without padding: 3DNA through :func:`nearby_attention` (backend ``auto``), ``full`` and
-    ``axial`` through :func:`masked_attention`. With padding (text conditions, at most a few
+    Without padding: 3DNA through the kernels of :func:`~nuwa_lib.attention.nearby_attention`
+    (backend ``auto``), ``full`` and ``axial`` through fused SDPA with their mask (as
+    :func:`~nuwa_lib.attention.masked_attention`); the model checked its inputs, so these
+    skip the attention functions' own checks. With padding (text conditions, at most a few
     dozen keys) the kind's mask and the padding mask are combined densely.
     """
     if not exists(key_keep):
         if kind == "nearby":
-            return nearby_attention(q, k, v, q_shape, kv_shape, extent, causal)
-        return masked_attention(q, k, v, kind, q_shape, kv_shape, causal=causal)
+            return run_nearby_attention(q, k, v, q_shape, kv_shape, extent, causal)
+        return torch_masked_attention(q, k, v, kind, q_shape, kv_shape, None, None, causal, None)
     mask = attention_mask(kind, q_shape, kv_shape, extent=extent, causal=causal, device=q.device)
     return _windowed_softmax(q, k, v, mask & rearrange(key_keep, "b k -> b 1 1 k"))
 

@@ -297,6 +297,13 @@ def get_pretrained(cfg: Mapping[str, Any], tasks=T.PRETRAIN_TASKS, *, profile: s
                          f"notebook or get_pretrained(..., train_if_missing=True)")[0]
 
 
+def overrides(section: Mapping[str, Any], part: str) -> dict:
+    """The training overrides of one kind of run in a notebook's profile section:
+    ``section[part]`` (steps, lr, ...), with the section's ``threads`` when it sets one."""
+    threads = section.get("threads")
+    return {**section[part], **({"threads": int(threads)} if threads else {})}
+
+
 @dataclass(eq=False)
 class Run:
     """One :func:`get_pretrained` call as data, for :func:`get_many`: the profile ``cfg``
