@@ -39,7 +39,7 @@ import torch
 from einops import rearrange
 
 from ..attention.masks import check_shape
-from ..model.config import Condition, Shape3
+from ..model.config import Condition, Shape3, _describe, exists
 from ..model.nuwa import Nuwa
 from ..utils import progress as P
 from ..utils.tensors import evaluating
@@ -48,17 +48,7 @@ LogitsHook = Callable[[int, torch.Tensor], None]
 ScoreFn = Callable[[torch.Tensor, int], object]
 
 
-def exists(x) -> bool:
-    return x is not None
-
-
 # --------------------------------------------------------------------------- checks
-def _describe(x) -> str:
-    if isinstance(x, torch.Tensor):
-        return f"{x.dtype} tensor of shape {tuple(x.shape)}"
-    return type(x).__name__
-
-
 def _check_model(model) -> Nuwa:
     if not isinstance(model, Nuwa):
         raise ValueError(f"model must be a nuwa_lib.model.nuwa.Nuwa, got {type(model).__name__}")

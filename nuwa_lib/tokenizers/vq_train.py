@@ -62,6 +62,8 @@ class Trainer:
         self.disc_from = int(c.disc_start * c.steps)
 
     def _lr(self, step):
+        # Warm-up times a cosine over all the steps: not training.schedule.Schedule (a cosine
+        # after the warm-up), and the committed tokenizers were trained with this one.
         warm = max(1, self.config.steps // 20)
         s = self.config.steps
         return self.config.lr * min(1.0, (step + 1) / warm) * 0.5 * (1 + math.cos(math.pi * step / s))
