@@ -191,20 +191,28 @@ def _random_frame(jcfg, index, single_fraction):
     return scene, vid[-1], seg[-1]
 
 
-def _clip_batches(jcfg, c, model):
+def _mixed_batch(jcfg, c, step):
+    """Step ``step``'s training pictures for CLIP and the segmenter: ``batch_size`` scenes,
+    the last ``video_fraction`` of them one random frame of a moving video (objects anywhere).
+    Returns (pixels (N, H, W, 3), captions, maps (N, H, W))."""
     n_video = int(round(c.batch_size * c.video_fraction))
+    start = step * c.batch_size
+    img = world_data("train", c.batch_size - n_video, seed=jcfg.seed, canvas=jcfg.canvas,
+                     single_fraction=c.single_fraction, start=start)
+    pixels, captions, maps = list(img.pixels), list(img.captions), list(img.seg)
+    for i in range(n_video):
+        scene, frame, seg = _random_frame(jcfg, start + c.batch_size - n_video + i,
+                                          c.single_fraction)
+        pixels.append(frame)
+        captions.append(world.caption(scene, video=True))   # the video's caption
+        maps.append(seg)
+    return np.stack(pixels), captions, np.stack(maps)
 
+
+def _clip_batches(jcfg, c, model):
     def batch(step):
-        start = step * c.batch_size
-        img = world_data("train", c.batch_size - n_video, seed=jcfg.seed, canvas=jcfg.canvas,
-                         single_fraction=c.single_fraction, start=start)
-        pixels, captions = list(img.pixels), list(img.captions)
-        for i in range(n_video):   # one random frame of a video with the video's caption
-            idx = start + c.batch_size - n_video + i
-            scene, frame, _ = _random_frame(jcfg, idx, c.single_fraction)
-            pixels.append(frame)
-            captions.append(world.caption(scene, video=True))
-        return to_tensor(np.stack(pixels)), model.tokenizer(captions)
+        pixels, captions, _ = _mixed_batch(jcfg, c, step)
+        return to_tensor(pixels), model.tokenizer(captions)
     return batch
 
 
@@ -219,19 +227,9 @@ def _clip_loss(model, batch):
 
 
 def _segmenter_batches(jcfg, c):
-    n_video = int(round(c.batch_size * c.video_fraction))
-
     def batch(step):
-        start = step * c.batch_size
-        img = world_data("train", c.batch_size - n_video, seed=jcfg.seed, canvas=jcfg.canvas,
-                         single_fraction=c.single_fraction, start=start)
-        pixels, maps = list(img.pixels), list(img.seg)
-        for i in range(n_video):   # a frame of a moving video: objects anywhere
-            idx = start + c.batch_size - n_video + i
-            _, frame, seg = _random_frame(jcfg, idx, c.single_fraction)
-            pixels.append(frame)
-            maps.append(seg)
-        return to_tensor(np.stack(pixels)), torch.from_numpy(np.stack(maps).astype(np.int64))
+        pixels, _, maps = _mixed_batch(jcfg, c, step)
+        return to_tensor(pixels), torch.from_numpy(maps.astype(np.int64))
     return batch
 
 

@@ -150,24 +150,21 @@ def roles_for(tasks: Sequence[str], roles: Mapping[str, str] | None = None) -> d
 def check_tokenizers(model_config: NuwaConfig, tokenizers: Tokenizers, frames: int) -> None:
     """The model must fit the tokenizers: codebooks, text vocabulary, token grids."""
     c = model_config
-    vis = tokenizers.visual.config
-    if vis.codebook > c.codebook_size:
-        raise ValueError(f"the visual tokenizer has {vis.codebook} codes but model.codebook_size "
-                         f"is {c.codebook_size}")
-    if vis.grid > min(c.target_tokens[1:]) or frames > c.target_tokens[0]:
-        raise ValueError(f"targets of {frames} frames of {vis.grid}x{vis.grid} tokens exceed "
-                         f"model.target_tokens {c.target_tokens}")
     if tokenizers.text is not None and tokenizers.text.vocab_size > c.text_vocab:
         raise ValueError(f"the text tokenizer has {tokenizers.text.vocab_size} tokens but the "
                          f"model's text vocabulary is {c.text_vocab}")
-    if tokenizers.sketch is not None:
-        sk = tokenizers.sketch.config
-        if sk.codebook > c.sketch_codebook_size:
-            raise ValueError(f"the sketch tokenizer has {sk.codebook} codes but "
-                             f"model.sketch_codebook_size is {c.sketch_codebook_size}")
-        if sk.grid > min(c.sketch_tokens[1:]) or frames > c.sketch_tokens[0]:
-            raise ValueError(f"sketches of {frames} frames of {sk.grid}x{sk.grid} tokens exceed "
-                             f"model.sketch_tokens {c.sketch_tokens}")
+    for kind, what, vq, codes, grid in (
+            ("visual", "targets", tokenizers.visual, "codebook_size", "target_tokens"),
+            ("sketch", "sketches", tokenizers.sketch, "sketch_codebook_size", "sketch_tokens")):
+        if vq is None:
+            continue
+        v, n, g = vq.config, getattr(c, codes), getattr(c, grid)
+        if v.codebook > n:
+            raise ValueError(f"the {kind} tokenizer has {v.codebook} codes but model.{codes} "
+                             f"is {n}")
+        if v.grid > min(g[1:]) or frames > g[0]:
+            raise ValueError(f"{what} of {frames} frames of {v.grid}x{v.grid} tokens exceed "
+                             f"model.{grid} {g}")
 
 
 def build_data(tasks: Sequence[str], roles: Mapping[str, str], tokenizers: Tokenizers,
