@@ -108,3 +108,16 @@ def start(profile: str, params: Mapping[str, Any] | None = None,
     seed = seed_everything(int(cfg.get("seed", 0)))
     root = results_dir(profile, results)
     return cfg, Results(profile=profile, seed=seed, root=root, notebook=notebook)
+
+
+def section(cfg: Mapping[str, Any], name: str) -> dict:
+    """A notebook's section of the profile (``cfg[name]``), with torch's thread count set to
+    the section's ``threads`` when it names one."""
+    if name not in cfg:
+        raise KeyError(f"the profile {cfg.get('name')!r} has no section {name!r}")
+    S = cfg[name]
+    if S.get("threads"):
+        import torch
+
+        torch.set_num_threads(int(S["threads"]))
+    return S

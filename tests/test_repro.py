@@ -41,3 +41,18 @@ def test_start_seeds_and_honours_results_override(tmp_path, monkeypatch):
 def test_start_rejects_parameters_of_another_profile():
     with pytest.raises(ValueError, match="profile"):
         repro.start("smoke", params={"name": "mini", "seed": 0})
+
+
+def test_section_sets_the_threads_it_names():
+    import torch
+
+    from nuwa_lib import repro
+
+    before = torch.get_num_threads()
+    try:
+        assert repro.section({"t2i": {"steps": 3, "threads": 1}}, "t2i")["steps"] == 3
+        assert torch.get_num_threads() == 1
+        with pytest.raises(KeyError, match="no section 'v2v'"):
+            repro.section({"name": "smoke"}, "v2v")
+    finally:
+        torch.set_num_threads(before)

@@ -325,3 +325,9 @@ def test_get_many_trains_chains_in_workers_as_alone(toks, artifacts, tmp_path, m
         TR.get_many({"x": {"tasks": ("T2I",)}})
     with pytest.raises(ValueError, match="workers must be a positive integer, got 0"):
         TR.get_many(runs, workers=0)
+
+
+def test_overrides_add_the_sections_threads():
+    S = {"threads": 2, "scratch": {"steps": 5}, "finetune": {"steps": 7}}
+    assert TR.overrides(S, "scratch") == {"steps": 5, "threads": 2}
+    assert TR.overrides({"finetune": {"steps": 7}}, "finetune") == {"steps": 7}

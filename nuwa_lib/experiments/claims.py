@@ -52,3 +52,9 @@ def pm(mean: float, std: float = float("nan"), digits: int = 2) -> str:
     if np.isnan(mean):
         return "—"
     return f"{mean:.{digits}f}" + ("" if np.isnan(std) else f" ± {std:.{digits}f}")
+
+
+def cell(column: str, mean: float, std: float = float("nan")) -> str:
+    """A table cell as the notebooks print it: :func:`pm` at 3 decimals for the scores that
+    live in [0, 1] (CLIPSIM, Acc), at 2 for the others (FIDs, IS)."""
+    return pm(mean, std, 3 if column in ("CLIPSIM", "Acc") else 2)
