@@ -23,10 +23,10 @@ import numpy as np
 
 from ..data import splits, world
 from ..evaluation import metrics
-from . import image_tasks
+from . import image_tasks, paper
 from .claims import decide, mean_std
 
-T2V_COLUMNS = ("Acc", "FID-img", "FID-vid", "CLIPSIM")
+T2V_COLUMNS = paper.TABLE2_COLUMNS
 LOWER_IS_BETTER = {"Acc": False, "FID-img": True, "FID-vid": True, "CLIPSIM": False,
                    "FVD": True, "Detected PA": False}
 
