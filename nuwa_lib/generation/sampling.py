@@ -38,8 +38,7 @@ import numpy as np
 import torch
 from einops import rearrange
 
-from ..attention.masks import check_shape
-from ..model.config import Condition, Shape3, _describe, exists
+from ..model.config import Condition, Shape3, _check_condition, _check_grid, _describe, exists
 from ..model.nuwa import Nuwa
 from ..utils import progress as P
 from ..utils.tensors import evaluating
@@ -53,22 +52,6 @@ def _check_model(model) -> Nuwa:
     if not isinstance(model, Nuwa):
         raise ValueError(f"model must be a nuwa_lib.model.nuwa.Nuwa, got {type(model).__name__}")
     return model
-
-
-def _check_cond(cond) -> Condition:
-    if not isinstance(cond, Condition):
-        raise ValueError(f"cond must be a Condition (Condition.from_text / from_sketch), "
-                         f"got {type(cond).__name__}")
-    return cond
-
-
-def _check_target_grid(model: Nuwa, target_grid) -> Shape3:
-    grid = check_shape("target_grid", target_grid)
-    bound = model.config.target_tokens
-    if any(n > b for n, b in zip(grid, bound)):
-        raise ValueError(f"target_grid {grid} exceeds the model's target positional "
-                         f"vocabularies {bound} (frames, h, w)")
-    return grid
 
 
 def _check_temperature(temperature) -> float:
@@ -219,8 +202,8 @@ def sample(model: Nuwa, cond: Condition, target_grid, *, temperature: float = 1.
         (not for slots given in every row), e.g. to inspect or record the distribution.
     """
     model = _check_model(model)
-    cond = _check_cond(cond)
-    grid = _check_target_grid(model, target_grid)
+    cond = _check_condition(cond)
+    grid = _check_grid("target_grid", target_grid, model.config.target_tokens)
     codes = model.config.codebook_size
     if exists(generator) and not isinstance(generator, torch.Generator):
         raise ValueError(f"generator must be a torch.Generator or None, got "
@@ -290,7 +273,7 @@ def best_of_n(model: Nuwa, cond: Condition, target_grid, n: int, score_fn: Score
     kw: temperature, top_k, generator, use_cache, on_logits, passed to :func:`sample`.
     """
     _check_model(model)
-    cond = _check_cond(cond)
+    cond = _check_condition(cond)
     n = _check_n(n)
     if not callable(score_fn):
         raise ValueError(f"score_fn must be callable as score_fn(tokens, index) -> scores, "
@@ -298,7 +281,7 @@ def best_of_n(model: Nuwa, cond: Condition, target_grid, n: int, score_fn: Score
     if exists(batch_size) and (not isinstance(batch_size, numbers.Integral)
                                or isinstance(batch_size, bool) or batch_size < 1):
         raise ValueError(f"batch_size must be None or a positive integer, got {batch_size!r}")
-    grid = _check_target_grid(model, target_grid)
+    grid = _check_grid("target_grid", target_grid, model.config.target_tokens)
     B = cond.batch_size
     # validate the primes once, at the condition's batch, before anything is drawn
     _check_prime(prime, prime_mask, B, grid, model.config.codebook_size, "cpu")
