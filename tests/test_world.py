@@ -46,7 +46,7 @@ def test_same_arguments_give_byte_identical_samples_regardless_of_call_order(rol
 
 
 def test_samples_are_identical_in_a_fresh_process():
-    code = ("from nuwa_lib import world as w; import hashlib; "
+    code = ("from nuwa_lib.data import splits as w; import hashlib; "
             "s = w.sample('vspw', 'train', 7, seed=11); "
             "print(hashlib.sha256(s.video.tobytes() + s.seg.tobytes() "
             "+ s.caption.encode()).hexdigest())")
