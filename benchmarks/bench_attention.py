@@ -54,6 +54,7 @@ sys.path.insert(0, str(ROOT))
 from nuwa_lib.attention import count_pairs, full_mask, nearby_attention, nearby_mask  # noqa: E402
 from nuwa_lib.attention.reference import reference_attention  # noqa: E402
 from nuwa_lib.attention.torch_nearby import plan_nearby  # noqa: E402
+from nuwa_lib.utils.files import write_json  # noqa: E402
 
 B, H, D = 1, 4, 64
 FRAME = (21, 21)
@@ -251,7 +252,7 @@ def bench_gpu() -> dict:
 # ----------------------------------------------------------------------------- main
 def _provenance() -> dict:
     try:
-        from nuwa_lib.repro import provenance
+        from nuwa_lib.utils.provenance import provenance
         return provenance(profile=None, seed=0)
     except Exception:  # noqa: BLE001 - the benchmark must still say where it came from
         try:
@@ -261,17 +262,6 @@ def _provenance() -> dict:
             sha = None
         return {"git_sha": sha, "python": platform.python_version(), "torch": torch.__version__,
                 "utc_time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-
-
-def _write(path: Path, obj: dict) -> None:
-    try:
-        from nuwa_lib.repro import write_json
-        write_json(path, obj)
-    except ImportError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
-        os.replace(tmp, path)
 
 
 def main(argv=None) -> int:
@@ -376,14 +366,14 @@ def main(argv=None) -> int:
         "targets_met": met,
         "provenance": _provenance(),
     }
-    _write(out_dir / "attention_cpu.json", report)
+    write_json(out_dir / "attention_cpu.json", report)
     print(json.dumps({k: report[k] for k in ("speedup_vs_masked_sdpa", "speedup_vs_causal_sdpa",
                                              "memory_ratio_vs_masked_sdpa", "time_ratio_s32_over_s4",
                                              "targets_met")}, indent=1))
     if torch.cuda.is_available():
         gpu = bench_gpu()
         gpu["provenance"] = _provenance()
-        _write(out_dir / "attention_gpu.json", gpu)
+        write_json(out_dir / "attention_gpu.json", gpu)
         print(json.dumps({k: gpu[k] for k in ("speedup_fwd_bwd_vs_masked_sdpa",
                                               "speedup_fwd_bwd_vs_flash_sdpa_full_causal")}))
     return 0

@@ -15,7 +15,6 @@ Usage: python benchmarks/bench_masked.py [--repeats 7]
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -29,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 from nuwa_lib.attention import attention_mask, masked_attention, nearby_attention  # noqa: E402
 from nuwa_lib.attention.reference import reference_attention  # noqa: E402
-from nuwa_lib.repro import provenance, write_json  # noqa: E402
+from nuwa_lib.utils.files import write_json  # noqa: E402
+from nuwa_lib.utils.provenance import provenance  # noqa: E402
 
 B, H, D = 16, 4, 32
 CASES = {"video": ((8, 8, 8), (2, 1, 1)), "image": ((1, 8, 8), (1, 1, 1))}

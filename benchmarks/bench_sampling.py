@@ -9,7 +9,7 @@ as benchmarks/bench_attention.py: on a shared 2-core machine a second thread mos
 at barriers). Condition: a text of the profile's length (32 BPE ids), the first 12 real
 and the rest padding, as a world caption is.
 
-Cases, both paths run through ``nuwa_lib.sampling.sample`` (temperature 1, no top-k), their
+Cases, both paths run through ``nuwa_lib.generation.sampling.sample`` (temperature 1, no top-k), their
 repeats interleaved (cached, uncached, cached, ...) so load changes hit both alike:
 
 * ``image``: a 1 x 16 x 16 target (256 tokens), every position, cached and uncached;
@@ -48,10 +48,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from nuwa_lib.model import Condition, Nuwa, NuwaConfig, count_parameters  # noqa: E402
-from nuwa_lib.profiles import load_profile  # noqa: E402
-from nuwa_lib.repro import provenance, write_json  # noqa: E402
-from nuwa_lib.sampling import sample  # noqa: E402
+from nuwa_lib.generation.sampling import sample  # noqa: E402
+from nuwa_lib.model.config import Condition, NuwaConfig
+from nuwa_lib.model.nuwa import Nuwa, count_parameters  # noqa: E402
+from nuwa_lib.utils.files import write_json  # noqa: E402
+from nuwa_lib.utils.profiles import load_profile  # noqa: E402
+from nuwa_lib.utils.provenance import provenance  # noqa: E402
 
 IMAGE, VIDEO = (1, 16, 16), (8, 16, 16)
 REAL_TEXT_TOKENS = 12
@@ -217,7 +219,7 @@ def main(argv=None) -> int:
             "load_average_after": list(os.getloadavg()),
             "wall_s": time.perf_counter() - wall0},
         "method": {
-            "tokens_per_s": "positions decoded / wall time of one nuwa_lib.sampling.sample call "
+            "tokens_per_s": "positions decoded / wall time of one nuwa_lib.generation.sampling.sample call "
                             "(median of repeats; condition encoding included: once with the "
                             "cache, once per position without it); repeats of the two paths "
                             "interleaved",

@@ -1,6 +1,6 @@
 """Shapes World throughput on one CPU core (DESIGN §4: "thousands of samples per second").
 
-Measures ``nuwa_lib.world.sample`` end to end (RNG, scene, render, caption):
+Measures ``nuwa_lib.data.splits.sample`` end to end (RNG, scene, render, caption):
 32x32 images (role "cc"), 64x64 images, and 8-frame 32x32 videos (role "vatex").
 Each figure is the median of REPEATS runs over distinct indices; the first run of each
 starts with the mask and texture caches cleared and is also reported ("cold").
@@ -28,7 +28,11 @@ import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from nuwa_lib import world  # noqa: E402
+from nuwa_lib.data import (
+    splits,
+    world,  # noqa: E402
+)
+from nuwa_lib.utils.files import atomic_write_bytes  # noqa: E402
 
 TARGET_IMAGES_PER_S = 1000
 TARGET_VIDEOS_PER_S = 150
@@ -42,7 +46,7 @@ def _rate(role, n, canvas=32, frames=8, repeats=5):
     for r in range(repeats):
         t0 = time.perf_counter()
         for i in range(r * n, (r + 1) * n):
-            world.sample(role, "train", i, canvas=canvas, frames=frames)
+            splits.sample(role, "train", i, canvas=canvas, frames=frames)
         rates.append(n / (time.perf_counter() - t0))
     return {"n_per_repeat": n, "repeats": repeats, "median_per_s": round(statistics.median(rates), 1),
             "cold_per_s": round(rates[0], 1), "all_per_s": [round(x, 1) for x in rates]}
@@ -50,7 +54,7 @@ def _rate(role, n, canvas=32, frames=8, repeats=5):
 
 def _provenance():
     try:
-        from nuwa_lib.repro import provenance
+        from nuwa_lib.utils.provenance import provenance
         return provenance(profile=None, seed=0)
     except Exception as exc:  # repro.py missing or broken: keep the benchmark usable
         try:
@@ -87,10 +91,7 @@ def main(argv=None):
         "provenance": _provenance(),
     }
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    os.replace(tmp, out)
+    atomic_write_bytes(out, (json.dumps(result, indent=2, default=str) + "\n").encode())
     print(f"world: {images['median_per_s']:.0f} images/s at 32x32 (cold {images['cold_per_s']:.0f}), "
           f"{images64['median_per_s']:.0f} images/s at 64x64, {videos['median_per_s']:.0f} "
           f"videos/s at 8x32x32 on 1 core; target {TARGET_IMAGES_PER_S} images/s "

@@ -13,7 +13,7 @@ stops at the first failing cell, names it, and exits non-zero.
 
 The bar shows the notebook, the cell being executed and the latest bar its kernel (or a
 worker process it started) drew: which judge, tokenizer or NÜWA run is training, at which
-step (``nuwa_lib.progress``). ``--no-progress`` turns all of it off.
+step (``nuwa_lib.utils.progress``). ``--no-progress`` turns all of it off.
 """
 from __future__ import annotations
 
@@ -30,9 +30,10 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Sequence
 
-from . import progress, tablecheck
-from .paths import NOTEBOOKS_DIR, REPO_ROOT, resolve, results_dir
-from .profiles import available_profiles, load_profile
+from . import tablecheck
+from .utils import progress
+from .utils.paths import NOTEBOOKS_DIR, REPO_ROOT, resolve, results_dir
+from .utils.profiles import available_profiles, load_profile
 
 KERNEL_NAME = "nuwa"  # registered into .venv by the Makefile
 
@@ -88,7 +89,7 @@ def _kernel_name() -> str:
 class _Watch(logging.Handler):
     """What the pipeline's bar shows while a notebook runs: the cell papermill is executing
     (from its log, whose cell outputs are dropped here: they stay in the notebook) and the
-    latest bar the kernel or its workers wrote to the progress file (``nuwa_lib.progress``)."""
+    latest bar the kernel or its workers wrote to the progress file (``nuwa_lib.utils.progress``)."""
 
     def __init__(self, bar, nb: str, cells: int, progress_file: str):
         super().__init__(logging.INFO)
@@ -170,7 +171,8 @@ def execute_notebook(nb: str, profile: str, params: dict, out_root: Path,
 
 
 def _record_runtimes(out_root: Path, profile: str, seconds: dict[str, float]) -> None:
-    from .repro import provenance, write_json
+    from .utils.files import write_json
+    from .utils.provenance import provenance
 
     path = out_root / "metrics" / "runtimes.json"
     previous = {}

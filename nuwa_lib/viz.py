@@ -5,9 +5,8 @@ Pure functions returning matplotlib figures; notebooks save them through
 """
 from __future__ import annotations
 
-import warnings
-
 import textwrap
+import warnings
 from typing import Sequence
 
 import matplotlib.pyplot as plt
@@ -276,6 +275,40 @@ def explorer_view(shape, query, extent, *, causal: bool = False, kind: str = "ne
     return fig, summary
 
 
+def explorer(grid=(4, 6, 6), *, block_size=(2, 2, 2)):
+    """The 3DNA explorer of notebook 03: sliders for the grid (s, h, w), the query and the
+    extent, a choice of attention pattern and causality, and :func:`explorer_view` redrawn
+    for each setting. Returns the ipywidgets box to display."""
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    s0, h0, w0 = grid
+    slider = lambda value, hi, name, lo=1: widgets.IntSlider(value, lo, hi, description=name)
+    controls = dict(
+        s=slider(s0, 6, "frames s"), h=slider(h0, 12, "rows h"), w=slider(w0, 12, "cols w"),
+        t=slider(s0 // 2, s0 - 1, "query t", 0), i=slider(h0 // 2, h0 - 1, "query i", 0),
+        j=slider(w0 // 2, w0 - 1, "query j", 0), e_s=slider(1, 5, "extent e_s", 0),
+        e_h=slider(1, 5, "extent e_h", 0), e_w=slider(1, 5, "extent e_w", 0),
+        kind=widgets.Dropdown(options=["nearby", "block", "axial", "full"], value="nearby",
+                              description="attention"),
+        causal=widgets.Checkbox(True, description="causal"),
+    )
+    for axis, q in (("s", "t"), ("h", "i"), ("w", "j")):   # keep the query inside the grid
+        widgets.dlink((controls[axis], "value"), (controls[q], "max"), lambda n: n - 1)
+
+    def show(s, h, w, t, i, j, e_s, e_h, e_w, kind, causal):
+        fig, summary = explorer_view((s, h, w), (min(t, s - 1), min(i, h - 1), min(j, w - 1)),
+                                     (e_s, e_h, e_w), causal=causal, kind=kind,
+                                     block_size=block_size)
+        display(fig)
+        plt.close(fig)
+        display(widgets.HTML(f"<b>{summary}</b>"))
+
+    view = widgets.interactive_output(show, controls)
+    rows = [("s", "h", "w"), ("t", "i", "j"), ("e_s", "e_h", "e_w"), ("kind", "causal")]
+    return widgets.VBox([widgets.HBox([controls[k] for k in r]) for r in rows] + [view])
+
+
 def attention_bench_figure(bench: dict, methods=("masked_sdpa", "causal_sdpa", "torch")):
     """Plot ``results/bench/attention_cpu.json``: median fwd+bwd time and peak memory per
     method against the number of frames s (grids s × 21 × 21)."""
@@ -366,7 +399,7 @@ def task_loss_curves(curves: dict, smooth: int = 1, reference: float | None = No
 def study_curves(rows, panels, *, x: str = "TFLOP", line: str = "arm", by: str = "task",
                  logx: bool = True, size=(3.4, 2.8),
                  ceiling_label: str = "ceiling (real, through the VQ-GAN)"):
-    """Learning curves of a study (``nuwa_lib.study`` rows): one subplot row per value of
+    """Learning curves of a study (``nuwa_lib.experiments.study`` rows): one subplot row per value of
     ``by`` (e.g. the task), one column per panel ``(y, ylabel, ceiling)`` where ``ceiling``
     names a column drawn as a dashed line labelled ``ceiling_label`` (or None); one line per
     value of ``line``."""

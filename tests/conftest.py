@@ -1,7 +1,6 @@
 """Fixtures shared by several test modules."""
 import pytest
 import torch
-
 from task_helpers import tiny_model, tiny_tokenizers
 
 

@@ -2,8 +2,11 @@
 need their shapes, not their quality."""
 import torch
 
-from nuwa_lib import datasets as D, judges as J, text, vqgan as V
-from nuwa_lib.model import Nuwa, NuwaConfig
+from nuwa_lib.data import text
+from nuwa_lib.evaluation import judge_nets, judges as J
+from nuwa_lib.model.config import NuwaConfig
+from nuwa_lib.model.nuwa import Nuwa
+from nuwa_lib.tokenizers import token_sets as D, vqgan as V
 
 WORLD = dict(seed=0, canvas=32, frames=4)
 TEXT = text.TextConfig(vocab_size=512, length=32, captions_per_role=32, train_size=64)
@@ -28,7 +31,7 @@ class PerfectReader:
 
     def __init__(self, scenes, video=False):
         self.video = video
-        self.head_names = J.VIDEO_HEADS if video else J.IMAGE_HEADS
+        self.head_names = judge_nets.VIDEO_HEADS if video else judge_nets.IMAGE_HEADS
         self.t = J.scene_targets(scenes, video=video)
 
     def predict(self, pixels):

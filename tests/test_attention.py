@@ -11,15 +11,27 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+from attention_helpers import nearby_cases, outputs_and_grads, qkv
 from hypothesis import given, settings, strategies as st
 
-from attention_helpers import nearby_cases, outputs_and_grads, qkv
-from nuwa_lib.attention import (count_pairs, masked_attention, nearby_attention, nearby_mask,
-                                attention_mask, block_mask, axial_mask, full_mask,
-                                project_coordinates, plan_nearby)
+from nuwa_lib.attention import (
+    attention_mask,
+    axial_mask,
+    block_mask,
+    count_pairs,
+    full_mask,
+    masked_attention,
+    nearby_attention,
+    nearby_mask,
+    plan_nearby,
+    project_coordinates,
+)
 from nuwa_lib.attention.reference import reference_attention
-from nuwa_lib.attention.torch_nearby import (DEFAULT_TILING, MAX_TILES_PER_CALL,
-                                             torch_nearby_attention)
+from nuwa_lib.attention.torch_nearby import (
+    DEFAULT_TILING,
+    MAX_TILES_PER_CALL,
+    torch_nearby_attention,
+)
 
 PAPER_VIDEO = (10, 21, 21)  # Sec. 3.5: 21 x 21 tokens x 10 frames
 

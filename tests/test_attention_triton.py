@@ -20,6 +20,7 @@ if "nuwa_lib.attention.triton_nearby" in sys.modules:  # built earlier without t
     importlib.reload(sys.modules["nuwa_lib.attention.triton_nearby"])
 
 from attention_helpers import nearby_cases, outputs_and_grads, qkv  # noqa: E402
+
 from nuwa_lib.attention import nearby_attention, nearby_mask  # noqa: E402
 from nuwa_lib.attention.triton_nearby import interpreted, triton_nearby_attention  # noqa: E402
 

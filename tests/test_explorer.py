@@ -65,3 +65,13 @@ def test_query_outside_the_grid_is_rejected():
 def test_unknown_kind_is_rejected():
     with pytest.raises(ValueError, match="kind"):
         self_attention_pairs("dilated", (2, 4, 4))
+
+
+def test_explorer_widget_keeps_the_query_inside_the_grid():
+    box = viz.explorer((4, 6, 6))
+    controls = {w.description: w for row in box.children[:-1] for w in row.children}
+    assert set(controls) >= {"frames s", "rows h", "cols w", "query t", "query i", "query j",
+                             "extent e_s", "attention", "causal"}
+    assert controls["query t"].max == 3
+    controls["frames s"].value = 2
+    assert controls["query t"].max == 1 and controls["query t"].value <= 1

@@ -4,10 +4,13 @@ through generate() with tiny models."""
 import numpy as np
 import pytest
 import torch
-
-from nuwa_lib import datasets as D, generate as G, image_tasks as IT, judges as J, paper
-from nuwa_lib import tasks as T, world
 from task_helpers import WORLD, PerfectReader
+
+from nuwa_lib.data import splits, tasks as T, world
+from nuwa_lib.evaluation import judge_nets
+from nuwa_lib.experiments import claims, image_tasks as IT, paper
+from nuwa_lib.generation import generate as G
+from nuwa_lib.training import task_data
 
 
 class SegOracle:
@@ -83,24 +86,24 @@ def test_claims_are_decided_from_the_numbers():
 
 
 def test_a_claim_is_clear_only_with_a_measured_spread_on_both_rows():
-    assert IT.decide(1.0, 0.1, 2.0, 0.2, lower=True) == (True, True)       # gap 1 > 0.3
-    assert IT.decide(1.0, 0.6, 2.0, 0.6, lower=True) == (True, False)      # gap 1 < 1.2
-    assert IT.decide(2.0, 0.1, 1.0, 0.2, lower=False) == (True, True)      # higher is better
-    assert IT.decide(1.0, 0.1, 2.0, 0.2, lower=False) == (False, False)
-    assert IT.decide(1.0, np.nan, 2.0, 0.2, lower=True) == (True, None)    # one run: unmeasured
-    assert IT.decide(1.0, 0.1, 2.0, 0.0, lower=True) == (True, True)       # a deterministic copy
-    assert IT.verdict(True, True) == "holds, clearly"
-    assert IT.verdict(True, False) == "holds, within the spread"
-    assert IT.verdict(True, None) == IT.verdict(True, np.nan) == "holds (no spread measured)"
-    assert IT.verdict(False, None) == IT.verdict(False, True) == "does not hold"
+    assert claims.decide(1.0, 0.1, 2.0, 0.2, lower=True) == (True, True)       # gap 1 > 0.3
+    assert claims.decide(1.0, 0.6, 2.0, 0.6, lower=True) == (True, False)      # gap 1 < 1.2
+    assert claims.decide(2.0, 0.1, 1.0, 0.2, lower=False) == (True, True)      # higher is better
+    assert claims.decide(1.0, 0.1, 2.0, 0.2, lower=False) == (False, False)
+    assert claims.decide(1.0, np.nan, 2.0, 0.2, lower=True) == (True, None)    # one run: unmeasured
+    assert claims.decide(1.0, 0.1, 2.0, 0.0, lower=True) == (True, True)       # a deterministic copy
+    assert claims.verdict(True, True) == "holds, clearly"
+    assert claims.verdict(True, False) == "holds, within the spread"
+    assert claims.verdict(True, None) == claims.verdict(True, np.nan) == "holds (no spread measured)"
+    assert claims.verdict(False, None) == claims.verdict(False, True) == "does not hold"
 
 
 def test_t2i_scores_give_table1_columns(toks):
     torch.manual_seed(0)
-    clf = J.WorldClassifier(width=4, feature_dim=6).eval().requires_grad_(False)
-    clip = J.TinyCLIP(width=4, embed_dim=8, text_dim=8, text_layers=1, heads=2).eval()
+    clf = judge_nets.WorldClassifier(width=4, feature_dim=6).eval().requires_grad_(False)
+    clip = judge_nets.TinyCLIP(width=4, embed_dim=8, text_dim=8, text_layers=1, heads=2).eval()
     real = IT.real_pictures("mscoco", "test", range(12), **WORLD)
-    caps = [world.sample("mscoco", "test", i, **WORLD).caption for i in range(12)]
+    caps = [splits.sample("mscoco", "test", i, **WORLD).caption for i in range(12)]
     s = IT.t2i_scores(real, real, caps, clf, clip, isc_splits=2)
     assert set(s) == set(IT.TABLE1_COLUMNS)
     assert abs(s["FID-0"]) < 1e-3 and -1 <= s["CLIPSIM"] <= 1 and s["IS"] >= 1 - 1e-6
@@ -110,7 +113,7 @@ def test_t2i_scores_give_table1_columns(toks):
 
 # --------------------------------------------------------------------------- TI2I
 def _ti2i_world(n):
-    samples = [world.sample("mscoco", "test", i, **WORLD) for i in range(n)]
+    samples = [splits.sample("mscoco", "test", i, **WORLD) for i in range(n)]
     cfs = [T.counterfactual("TI2I", s) for s in samples]
     edited = []
     for s in samples:
@@ -180,7 +183,7 @@ def test_determined_when_every_object_reaches_into_the_prime():
 
 
 def test_i2i_scores_split_by_determined_and_measure_diversity():
-    samples = [world.sample("mscoco", "test", i, **WORLD) for i in range(6)]
+    samples = [splits.sample("mscoco", "test", i, **WORLD) for i in range(6)]
     pics = np.stack([s.image for s in samples])
     caps = [s.caption for s in samples]
     det = np.array([True, True, False, True, False, False])
@@ -205,7 +208,7 @@ def test_segmentation_pa_against_the_sketch():
 
 # --------------------------------------------------------------------------- zero-shot priming
 def test_i2i_completion_keeps_the_given_top_half(toks, model):
-    data = D.task_data("I2I", "mscoco", "test", 3, toks, progress=False, **WORLD)
+    data = task_data.task_data("I2I", "mscoco", "test", 3, toks, progress=False, **WORLD)
     g = G.generate(model, data, [0, 1, 2], toks.visual, seed=0)
     target = data.batch([0, 1, 2]).target
     h = target.shape[2] // 2
@@ -214,7 +217,7 @@ def test_i2i_completion_keeps_the_given_top_half(toks, model):
 
 
 def test_ti2i_keeps_the_original_rows_above_the_edit(toks, model):
-    data = D.task_data("TI2I", "mscoco", "test", 4, toks, progress=False, **WORLD)
+    data = task_data.task_data("TI2I", "mscoco", "test", 4, toks, progress=False, **WORLD)
     b = data.batch(range(4))
     g = G.generate(model, data, range(4), toks.visual, seed=0)
     for i in range(4):
@@ -227,7 +230,7 @@ def test_counterfactual_pictures_match_the_task_ground_truth():
     cf = IT.counterfactual_pictures("mscoco", "test", [0, 3], **WORLD)
     assert cf["before"].shape == cf["after"].shape == (2, 32, 32, 3)
     assert cf["segs"].shape == (2, 32, 32) and len(cf["captions"]) == 2
-    s = world.sample("mscoco", "test", 3, **WORLD)
+    s = splits.sample("mscoco", "test", 3, **WORLD)
     t = T.counterfactual("TI2I", s)
     assert np.array_equal(cf["after"][1], t["picture"]) and cf["captions"][1] == t["caption"]
     assert cf["edit_rows"][1] == t["edit_row"] and np.array_equal(cf["before"][1], s.image)

@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from nuwa_lib import judges as J
-from nuwa_lib import world
+from nuwa_lib.data import world
+from nuwa_lib.evaluation import judge_checks, judge_nets, judges as J
+from nuwa_lib.utils.tensors import to_tensor
 
 TINY = {"threads": 1,
         "classifier": {"width": 4, "feature_dim": 8, "steps": 2, "batch_size": 4},
@@ -27,27 +28,10 @@ def artifacts(tmp_path, monkeypatch):
     return tmp_path
 
 
-# ----------------------------------------------------------------------------- tensors
-def test_to_tensor_puts_channels_first_in_minus_one_to_one():
-    img = np.zeros((2, 5, 6, 3), np.uint8)
-    img[0, 0, 0] = 255
-    x = J.to_tensor(img)
-    assert x.shape == (2, 3, 5, 6) and x.dtype == torch.float32
-    assert x[0, :, 0, 0].tolist() == [1.0, 1.0, 1.0] and x[1].min() == -1.0
-    assert J.to_tensor(np.zeros((2, 4, 5, 6, 3), np.uint8)).shape == (2, 4, 3, 5, 6)
-
-
-def test_to_tensor_rejects_floats_and_wrong_layouts():
-    with pytest.raises(ValueError, match="uint8"):
-        J.to_tensor(np.zeros((1, 4, 4, 3), np.float32))
-    with pytest.raises(ValueError, match=r"\(\.\.\., H, W, 3\)"):
-        J.to_tensor(np.zeros((1, 3, 4, 4), np.uint8))
-
-
 # ----------------------------------------------------------------------------- networks
 def test_classifier_forward_shapes_and_is_classes():
-    jc = J.JudgesConfig.from_profile(_cfg())
-    m = J.build("classifier", jc).eval()
+    jc = judge_nets.JudgesConfig.from_profile(_cfg())
+    m = judge_nets.build("classifier", jc).eval()
     out = m(torch.zeros(3, 3, 32, 32))
     assert out["features"].shape == (3, 8)
     assert {h: v.shape[1] for h, v in out["logits"].items()} == {
@@ -60,31 +44,31 @@ def test_classifier_forward_shapes_and_is_classes():
 
 
 def test_video_net_takes_exactly_its_frame_count():
-    jc = J.JudgesConfig.from_profile(_cfg())
-    m = J.build("video", jc).eval()
+    jc = judge_nets.JudgesConfig.from_profile(_cfg())
+    m = judge_nets.build("video", jc).eval()
     out = m(torch.zeros(2, 4, 3, 32, 32))
     assert out["features"].shape == (2, 8) and out["logits"]["motion"].shape == (2, 5)
-    assert out["presence"].shape == (2, len(J.VIDEO_PRESENCE)) == (2, 5 + 6 + 2 + 9 + 5)
-    assert m.all_logits(out).shape == (2, 5 + 6 + 2 + 9 + 4 + 5 + len(J.VIDEO_PRESENCE))
+    assert out["presence"].shape == (2, len(judge_nets.VIDEO_PRESENCE)) == (2, 5 + 6 + 2 + 9 + 5)
+    assert m.all_logits(out).shape == (2, 5 + 6 + 2 + 9 + 4 + 5 + len(judge_nets.VIDEO_PRESENCE))
     with pytest.raises(ValueError, match="frames=4"):
         m(torch.zeros(2, 3, 3, 32, 32))
 
 
 def test_clip_gives_unit_embeddings_and_square_logits():
-    jc = J.JudgesConfig.from_profile(_cfg())
-    clip = J.build("clip", jc).eval()
+    jc = judge_nets.JudgesConfig.from_profile(_cfg())
+    clip = judge_nets.build("clip", jc).eval()
     caps = ["a small red circle on the left on grass",
             "a large blue square moves up then stays still and a small white cross moves left in the sky"]
     img = clip.embed_images(np.zeros((2, 32, 32, 3), np.uint8))
     txt = clip.embed_captions(caps)
     assert img.shape == txt.shape == (2, 8)
     assert torch.allclose(txt.norm(dim=1), torch.ones(2), atol=1e-5)
-    assert clip(J.to_tensor(np.zeros((2, 32, 32, 3), np.uint8)), clip.tokenizer(caps)).shape == (2, 2)
+    assert clip(to_tensor(np.zeros((2, 32, 32, 3), np.uint8)), clip.tokenizer(caps)).shape == (2, 2)
 
 
 def test_text_encoder_ignores_padding():
-    jc = J.JudgesConfig.from_profile(_cfg())
-    clip = J.build("clip", jc).eval()
+    jc = judge_nets.JudgesConfig.from_profile(_cfg())
+    clip = judge_nets.build("clip", jc).eval()
     tok = clip.tokenizer(["a small red circle in the center on sand"])
     longer = torch.cat([tok, torch.zeros(1, 8, dtype=torch.long)], 1)
     clip.pos_emb.data = torch.randn(32, 8)
@@ -92,7 +76,7 @@ def test_text_encoder_ignores_padding():
 
 
 def test_tokenizer_names_unknown_words_and_long_captions():
-    tok = J.WordTokenizer(max_len=6)
+    tok = judge_nets.WordTokenizer(max_len=6)
     with pytest.raises(ValueError, match="'zebra'"):
         tok(["a zebra"])
     with pytest.raises(ValueError, match="max_len=6"):
@@ -104,13 +88,13 @@ def test_longest_caption_fits_the_tokenizer():
         world.Obj("triangle", "yellow", "large", "left", 9.0, 16.0, "right", (2, "still")),
         world.Obj("triangle", "yellow", "large", "right", 22.0, 16.0, "right", (2, "still"))))
     words = world.caption(scene, video=True).split()
-    assert len(words) <= J.MAX_CAPTION_WORDS
-    J.WordTokenizer()([world.caption(scene, video=True)])
+    assert len(words) <= judge_nets.MAX_CAPTION_WORDS
+    judge_nets.WordTokenizer()([world.caption(scene, video=True)])
 
 
 def test_segmenter_predicts_a_class_per_pixel():
-    jc = J.JudgesConfig.from_profile(_cfg())
-    seg = J.build("segmenter", jc).eval()
+    jc = judge_nets.JudgesConfig.from_profile(_cfg())
+    seg = judge_nets.build("segmenter", jc).eval()
     assert seg(torch.zeros(2, 3, 32, 32)).shape == (2, world.N_SEG_CLASSES, 32, 32)
     pred = seg.predict(np.zeros((3, 32, 32, 3), np.uint8))
     assert pred.shape == (3, 32, 32) and pred.dtype == np.uint8
@@ -144,7 +128,7 @@ def test_targets_label_the_object_only_in_single_object_scenes():
     assert t["slot_size"][0].tolist() == [0, 1 + world.SIZES.index("small")] + [0] * 7
     moving = world.Scene("water", 0, (world.Obj("circle", "red", "large", "left", 8.0, 16.0, "up"),
                                       world.Obj("square", "blue", "small", "right", 25.0, 16.0)))
-    on = {J.VIDEO_PRESENCE[i] for i in np.flatnonzero(J.scene_targets([moving], video=True)["presence"][0])}
+    on = {judge_nets.VIDEO_PRESENCE[i] for i in np.flatnonzero(J.scene_targets([moving], video=True)["presence"][0])}
     assert on == {("shape", "circle"), ("shape", "square"), ("colour", "red"), ("colour", "blue"),
                   ("size", "large"), ("size", "small"), ("position", "left"), ("position", "right"),
                   ("motion", "up"), ("motion", "still")}
@@ -165,50 +149,50 @@ def test_retrieval_counts_identical_caption_text_as_right():
     caps = ["a", "b", "a", "c"]
     images = np.zeros((4, 1, 1, 3), np.uint8)
     images[:, 0, 0, 0] = np.arange(4)
-    assert J.retrieval_r_at_1(Perfect(caps), images, caps, candidates=4) == 1.0
+    assert judge_checks.retrieval_r_at_1(Perfect(caps), images, caps, candidates=4) == 1.0
     with pytest.raises(ValueError, match="candidates=8"):
-        J.retrieval_r_at_1(Perfect(caps), images, caps, candidates=8)
+        judge_checks.retrieval_r_at_1(Perfect(caps), images, caps, candidates=8)
 
 
 # ----------------------------------------------------------------------------- config
 def test_unknown_judge_keys_are_named():
     with pytest.raises(ValueError, match="depth"):
-        J.JudgesConfig.from_profile(_cfg(classifier={"depth": 3}))
+        judge_nets.JudgesConfig.from_profile(_cfg(classifier={"depth": 3}))
     bad = _cfg()
     bad["judges"]["inception"] = {}
     with pytest.raises(ValueError, match="inception"):
-        J.JudgesConfig.from_profile(bad)
+        judge_nets.JudgesConfig.from_profile(bad)
 
 
 def test_hash_follows_the_recipe_not_the_thread_count():
-    base = J.JudgesConfig.from_profile(_cfg())
-    steps = J.JudgesConfig.from_profile(_cfg(classifier={"steps": 3}))
-    threads = J.JudgesConfig.from_profile({**_cfg(), "judges": {**_cfg()["judges"], "threads": 2}})
-    assert J.config_hash("classifier", base) != J.config_hash("classifier", steps)
-    assert J.config_hash("clip", base) == J.config_hash("clip", steps)
-    assert J.config_hash("classifier", base) == J.config_hash("classifier", threads)
+    base = judge_nets.JudgesConfig.from_profile(_cfg())
+    steps = judge_nets.JudgesConfig.from_profile(_cfg(classifier={"steps": 3}))
+    threads = judge_nets.JudgesConfig.from_profile({**_cfg(), "judges": {**_cfg()["judges"], "threads": 2}})
+    assert judge_nets.config_hash("classifier", base) != judge_nets.config_hash("classifier", steps)
+    assert judge_nets.config_hash("clip", base) == judge_nets.config_hash("clip", steps)
+    assert judge_nets.config_hash("classifier", base) == judge_nets.config_hash("classifier", threads)
 
 
 # ----------------------------------------------------------------------------- cache
 def test_cache_miss_trains_and_writes_then_hit_loads_identical_weights(artifacts):
     cfg = _cfg()
     first = J.get_judges(cfg, progress=False)
-    assert all(first.info[n]["source"] == "trained" for n in J.JUDGE_NAMES)
-    for name in J.JUDGE_NAMES:
+    assert all(first.info[n]["source"] == "trained" for n in judge_nets.JUDGE_NAMES)
+    for name in judge_nets.JUDGE_NAMES:
         path = first.paths[name]
         assert path.parent == artifacts / "smoke" / "judges" and path.exists()
         model = getattr(first, name)
         assert not model.training and not any(p.requires_grad for p in model.parameters())
     assert not list((artifacts / "smoke" / "judges").glob(".*tmp"))
     second = J.get_judges(cfg, progress=False)
-    assert all(second.info[n]["source"] == "loaded" for n in J.JUDGE_NAMES)
-    for name in J.JUDGE_NAMES:
+    assert all(second.info[n]["source"] == "loaded" for n in judge_nets.JUDGE_NAMES)
+    for name in judge_nets.JUDGE_NAMES:
         a, b = getattr(first, name).state_dict(), getattr(second, name).state_dict()
         assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_training_is_deterministic_and_leaves_the_callers_random_state_alone():
-    jc = J.JudgesConfig.from_profile(_cfg())
+    jc = judge_nets.JudgesConfig.from_profile(_cfg())
     torch.manual_seed(123)
     a, _ = J.train_judge("classifier", jc, progress=False)
     after_training = torch.rand(3)
@@ -224,7 +208,7 @@ def test_missing_judge_without_training_names_the_file(artifacts):
 
 
 def test_corrupt_cache_file_is_a_clear_error(artifacts):
-    jc = J.JudgesConfig.from_profile(_cfg())
+    jc = judge_nets.JudgesConfig.from_profile(_cfg())
     path = J.judge_path("segmenter", jc, "smoke")
     path.parent.mkdir(parents=True)
     path.write_bytes(b"not a checkpoint")
@@ -233,15 +217,15 @@ def test_corrupt_cache_file_is_a_clear_error(artifacts):
 
 
 def test_checkpoint_for_another_config_is_refused_naming_the_key(artifacts, tmp_path):
-    jc = J.JudgesConfig.from_profile(_cfg())
+    jc = judge_nets.JudgesConfig.from_profile(_cfg())
     model, info = J.train_judge("segmenter", jc, progress=False)
     path = J.save_judge(tmp_path / "seg.pt", "segmenter", jc, model, info)
-    other = J.JudgesConfig.from_profile(_cfg(segmenter={"lr": 0.5}))
+    other = judge_nets.JudgesConfig.from_profile(_cfg(segmenter={"lr": 0.5}))
     with pytest.raises(J.JudgeCacheError, match=r"seg\.pt.*lr: file 0\.002 != wanted 0\.5"):
         J.load_judge(path, "segmenter", other)
     with pytest.raises(J.JudgeCacheError, match="name"):
         J.load_judge(path, "classifier", jc)
-    assert isinstance(J.load_checkpoint(path), J.Segmenter)
+    assert isinstance(J.load_checkpoint(path), judge_nets.Segmenter)
 
 
 def test_readings_name_one_object_or_every_occupied_cell():
@@ -252,6 +236,6 @@ def test_readings_name_one_object_or_every_occupied_cell():
     pred["slot_shape"][1, [0, 8]] = (1, 2)       # circle top left, square bottom right
     pred["slot_colour"][1, [0, 8]] = (3, 1)      # blue, red
     pred["slot_size"][1, [0, 8]] = (2, 1)        # large, small
-    assert J.describe_predictions(pred) == [
+    assert judge_checks.describe_predictions(pred) == [
         "large red circle, center, sand",
         "large blue circle (top left) + small red square (bottom right), sand"]

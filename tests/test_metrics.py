@@ -2,17 +2,16 @@
 import numpy as np
 import pytest
 import torch
-
-from nuwa_lib import judges as J
-from nuwa_lib import metrics as M
-from nuwa_lib import world
 from task_helpers import PerfectReader
+
+from nuwa_lib.data import world
+from nuwa_lib.evaluation import judge_nets, judges as J, metrics as M, segmentation as S
 
 
 @pytest.fixture(scope="module")
 def classifier():
     torch.manual_seed(0)
-    return J.WorldClassifier(width=4, feature_dim=6).eval().requires_grad_(False)
+    return judge_nets.WorldClassifier(width=4, feature_dim=6).eval().requires_grad_(False)
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +103,7 @@ def test_metrics_never_touch_the_network(classifier, images, monkeypatch):
 
 
 def test_extractor_loads_a_classifier_checkpoint(tmp_path, classifier, images):
-    jc = J.JudgesConfig(classifier=J.ClassifierConfig(width=4, feature_dim=6))
+    jc = judge_nets.JudgesConfig(classifier=judge_nets.ClassifierConfig(width=4, feature_dim=6))
     path = J.save_judge(tmp_path / "c.pt", "classifier", jc, classifier, {})
     assert M._resolve_judge(str(path)).state_dict().keys() == classifier.state_dict().keys()
     with pytest.raises(ValueError, match="neither a live judge"):
@@ -185,17 +184,17 @@ def test_pa_and_fwiou_on_a_hand_made_map():
                      [2, 2, 0, 2]])
     # 14 of 16 pixels right. IoU: class 0 = 7/9 (8 target, 8 predicted, 7 shared),
     # class 1 = 4/5, class 2 = 3/4; frequencies 8/16, 4/16, 4/16.
-    assert M.pixel_accuracy(pred, target) == pytest.approx(14 / 16)
-    assert M.fwiou(pred, target, 3) == pytest.approx(0.5 * 7 / 9 + 0.25 * 4 / 5 + 0.25 * 3 / 4)
-    assert M.mean_iou(pred, target, 3) == pytest.approx((7 / 9 + 4 / 5 + 3 / 4) / 3)
-    assert M.fwiou(target, target, 3) == M.pixel_accuracy(target, target) == 1.0
+    assert S.pixel_accuracy(pred, target) == pytest.approx(14 / 16)
+    assert S.fwiou(pred, target, 3) == pytest.approx(0.5 * 7 / 9 + 0.25 * 4 / 5 + 0.25 * 3 / 4)
+    assert S.mean_iou(pred, target, 3) == pytest.approx((7 / 9 + 4 / 5 + 3 / 4) / 3)
+    assert S.fwiou(target, target, 3) == S.pixel_accuracy(target, target) == 1.0
 
 
 def test_segmentation_metrics_check_shapes_and_labels():
     with pytest.raises(ValueError, match="differ in shape"):
-        M.pixel_accuracy(np.zeros((2, 2)), np.zeros((2, 3)))
+        S.pixel_accuracy(np.zeros((2, 2)), np.zeros((2, 3)))
     with pytest.raises(ValueError, match="outside 0..2"):
-        M.fwiou(np.full((2, 2), 5), np.zeros((2, 2)), 3)
+        S.fwiou(np.full((2, 2), 5), np.zeros((2, 2)), 3)
 
 
 def test_detected_pa_segments_every_frame_against_the_sketch():

@@ -5,10 +5,17 @@ import math
 import pytest
 import torch
 
-from nuwa_lib.model import (ATTENTION_KINDS, Condition, Nuwa, NuwaConfig, count_parameters,
-                            decode_windows, meta_model, n_parameters, open_choices,
-                            parameter_table)
-from nuwa_lib.profiles import load_profile
+from nuwa_lib.model.config import ATTENTION_KINDS, Condition, NuwaConfig
+from nuwa_lib.model.layers import decode_windows
+from nuwa_lib.model.nuwa import (
+    Nuwa,
+    count_parameters,
+    meta_model,
+    n_parameters,
+    open_choices,
+    parameter_table,
+)
+from nuwa_lib.utils.profiles import load_profile
 
 B = 2
 TEXT_LEN, TEXT_VOCAB, CODES, SKETCH_CODES = 6, 300, 40, 12
@@ -329,3 +336,19 @@ def test_bad_decoding_steps_raise_clear_errors():
         model.step(cache, torch.zeros(B, dtype=torch.long))
     with pytest.raises(ValueError, match="exceeds"):
         model.start(cond, (1, 5, 5))
+
+
+def test_inputs_are_checked_without_reading_values_off_the_cpu():
+    """Reading a GPU tensor's values syncs with the GPU; the forward's checks only read CPU
+    tensors (a meta tensor has no values at all: any read raises)."""
+    from nuwa_lib.model.config import _check_ids, _padding
+
+    ids = torch.zeros(2, 4, dtype=torch.long, device="meta")
+    keep = torch.ones(2, 4, dtype=torch.bool, device="meta")
+    cond = Condition.from_text(ids, keep)
+    assert _padding(cond) is keep
+    assert _check_ids("text token ids", ids, 10).device.type == "meta"
+    with pytest.raises(ValueError, match=r"must lie in \[0, 10\)"):
+        _check_ids("text token ids", torch.tensor([[3, 12]]), 10)
+    assert _padding(Condition.from_text(torch.zeros(2, 4, dtype=torch.long),
+                                        torch.ones(2, 4, dtype=torch.bool))) is None

@@ -1,14 +1,14 @@
 """The repository's promises about itself: install files agree, notebooks are clean."""
 import json
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 
 from nuwa_lib.pipeline import notebook_order
-from nuwa_lib.profiles import available_profiles, load_profile
+from nuwa_lib.utils.profiles import available_profiles, load_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -2,7 +2,8 @@
 never into a notebook's outputs or a CI log."""
 import logging
 
-from nuwa_lib import pipeline, progress
+from nuwa_lib import pipeline
+from nuwa_lib.utils import progress
 
 
 def test_bars_follow_the_progress_file(tmp_path, monkeypatch, capsys):

@@ -1,13 +1,13 @@
 """Numbers quoted in the notebooks' "What the numbers show" cells come from the record: each
 one is reproduced, at the precision it is printed with, by a value of the committed mini
-record of that notebook (nuwa_lib.prose)."""
+record of that notebook (nuwa_lib.experiments.prose)."""
 import json
-from pathlib import Path
 
 import pytest
 
-from nuwa_lib import paper, profiles, prose
-from nuwa_lib.paths import REPO_ROOT
+from nuwa_lib.experiments import paper, prose
+from nuwa_lib.utils import profiles
+from nuwa_lib.utils.paths import REPO_ROOT
 
 MINI = REPO_ROOT / "results" / "mini"
 EXECUTED = sorted((MINI / "notebooks").glob("[0-9][0-9]_*.ipynb"))

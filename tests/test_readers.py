@@ -19,10 +19,12 @@ import torch
 import yaml
 from PIL import Image
 
-from nuwa_lib import datasets as D, readers as R, tasks as T, text, train as TR, vqgan as V
-from nuwa_lib.model import NuwaConfig
-from nuwa_lib.paths import REPO_ROOT
-from nuwa_lib.profiles import load_profile
+from nuwa_lib.data import catalog, media, readers as R, tasks as T, text
+from nuwa_lib.model.config import NuwaConfig
+from nuwa_lib.tokenizers import real_tokens, token_sets as D, vqgan as V
+from nuwa_lib.training import cli, schedule, task_data, trainer
+from nuwa_lib.utils.paths import REPO_ROOT
+from nuwa_lib.utils.profiles import load_profile
 
 S = 32                      # reader size in the unit tests (the tiny tokenizers' canvas)
 RGB = [(210, 40, 40), (40, 200, 60), (40, 60, 220), (230, 210, 40), (40, 200, 210),
@@ -162,7 +164,7 @@ def roots(tmp_path_factory):
 @pytest.fixture
 def env(roots, monkeypatch):
     for name, root in roots.items():
-        monkeypatch.setenv(R.root_variable(name), str(root))
+        monkeypatch.setenv(catalog.root_variable(name), str(root))
     return roots
 
 
@@ -177,7 +179,7 @@ def _close(a, colour, tol=14):
 
 # ----------------------------------------------------------------------------- readers
 def test_coco_captions(env, paper):
-    r = R.open_dataset(paper, "cc", size=S)
+    r = catalog.open_dataset(paper, "cc", size=S)
     assert isinstance(r, R.CocoCaptions) and r.captioned and len(r) == 3
     s = r[0]
     assert s.image.shape == (S, S, 3) and s.image.dtype == np.uint8 and s.video is None
@@ -192,12 +194,12 @@ def test_coco_captions_validation(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"nope\.json: COCO caption annotations not found"):
         R.CocoCaptions(root, "nope.json", "images")
     (root / "bad.json").write_text("{not json")
-    with pytest.raises(R.DataError, match=r"bad\.json: COCO caption annotations is not valid JSON"):
+    with pytest.raises(media.DataError, match=r"bad\.json: COCO caption annotations is not valid JSON"):
         R.CocoCaptions(root, "bad.json", "images")
     (root / "odd.json").write_text('{"images": [{"id": 1, "file_name": "000001.jpg"}], '
                                    '"annotations": [{"image_id": 1, "caption": "x"}, '
                                    '{"image_id": 99, "caption": "y"}]}')
-    with pytest.raises(R.DataError, match=r"odd\.json: annotations\[1\] refers to image_id 99"):
+    with pytest.raises(media.DataError, match=r"odd\.json: annotations\[1\] refers to image_id 99"):
         R.CocoCaptions(root, "odd.json", "images")
     (root / "images" / "000002.png").unlink()
     with pytest.raises(FileNotFoundError, match=r"000002\.png: image file not found \(listed in "):
@@ -206,14 +208,14 @@ def test_coco_captions_validation(tmp_path):
         r = R.CocoCaptions(root, "captions.json", "images", skip_bad=True, size=S)
     assert len(r) == 2
     (root / "images" / "000003.jpg").write_bytes(b"\xff\xd8 truncated")
-    with pytest.raises(R.DataError, match=r"000003\.jpg: cannot read the image"):
+    with pytest.raises(media.DataError, match=r"000003\.jpg: cannot read the image"):
         r[1]
     with pytest.warns(UserWarning, match=r"skipped sample 1: .*000003\.jpg: cannot read"):
         assert [s.index for s in r.samples()] == [0]
 
 
 def test_coco_stuff_maps_classes(env, paper):
-    r = R.open_dataset(paper, "cocostuff", size=S)
+    r = catalog.open_dataset(paper, "cocostuff", size=S)
     s = r[0]
     assert r.has_seg and s.image.shape == (S, S, 3) and s.seg.shape == (S, S)
     assert s.seg.dtype == np.uint8 and s.caption is None
@@ -225,9 +227,9 @@ def test_coco_stuff_maps_classes(env, paper):
     assert (table[0, -1], table[-1, 0], table[-1, -1]) == (3, 5, 0)
     assert set(np.unique(s.seg)) <= set(range(R.world.N_SEG_CLASSES))
     with pytest.raises(ValueError, match="class 12 of label 20 must be an integer in 0..8"):
-        R.class_table({20: 12})
+        media.class_table({20: 12})
     with pytest.raises(ValueError, match="seg_classes 'mod' is not one of: modulo, clip"):
-        R.class_table("mod")
+        media.class_table("mod")
 
 
 def test_coco_stuff_validation(tmp_path):
@@ -235,7 +237,7 @@ def test_coco_stuff_validation(tmp_path):
     _labels(root / "stuffthingmaps_trainval2017" / "train2017" / "000000000025.png",
             np.zeros((10, 10)))
     r = R.CocoStuff(root, size=S)
-    with pytest.raises(R.DataError, match=r"000000000025\.png: label map of 10x10 does not match "
+    with pytest.raises(media.DataError, match=r"000000000025\.png: label map of 10x10 does not match "
                                           r"its picture .*000000000025\.jpg of 40x30"):
         r[1]
     (root / "train2017" / "000000000009.jpg").unlink()
@@ -244,7 +246,7 @@ def test_coco_stuff_validation(tmp_path):
 
 
 def test_bair_hdf5(env, paper):
-    r = R.open_dataset(paper, "bair", size=S)
+    r = catalog.open_dataset(paper, "bair", size=S)
     assert isinstance(r, R.BairHDF5) and len(r) == 3 and r.kind == "video"
     v = r[2].video                        # the last video: frames 7..11, up to the end of the data
     assert v.shape == (10, S, S, 3) and v.dtype == np.uint8
@@ -258,23 +260,23 @@ def test_bair_validation(tmp_path):
     root = tmp_path
     with h5py.File(root / "a.hdf5", "w") as f:
         f["train_data"] = np.zeros((5, 8, 8, 3), np.uint8)
-    with pytest.raises(R.DataError, match=r"a\.hdf5: no dataset 'train_idx' .*found \['train_data'\]"):
+    with pytest.raises(media.DataError, match=r"a\.hdf5: no dataset 'train_idx' .*found \['train_data'\]"):
         R.BairHDF5(root, "a.hdf5")
     with h5py.File(root / "b.hdf5", "w") as f:
         f["train_data"] = np.zeros((5, 8, 8, 3), np.uint8)
         f["train_idx"] = np.array([0, 3, 5])
-    with pytest.raises(R.DataError, match=r"b\.hdf5: train_idx must start at 0 and increase "
+    with pytest.raises(media.DataError, match=r"b\.hdf5: train_idx must start at 0 and increase "
                                           r"strictly below the 5 frames"):
         R.BairHDF5(root, "b.hdf5")
     (root / "c.hdf5").write_bytes(b"garbage")
-    with pytest.raises(R.DataError, match=r"c\.hdf5: not a readable HDF5 file"):
+    with pytest.raises(media.DataError, match=r"c\.hdf5: not a readable HDF5 file"):
         R.BairHDF5(root, "c.hdf5")
     with pytest.raises(FileNotFoundError, match=r"d\.hdf5: BAIR HDF5 file not found"):
         R.BairHDF5(root, "d.hdf5")
 
 
 def test_videos_are_sampled_at_2_5_fps(env, paper):
-    moments = R.open_dataset(paper, "moments", size=S)
+    moments = catalog.open_dataset(paper, "moments", size=S)
     assert not moments.captioned and len(moments) == 2 and moments.captions() == []
     a, b = moments[0].video, moments[1].video
     assert a.shape == b.shape == (10, S, S, 3) and moments[0].caption is None
@@ -282,7 +284,7 @@ def test_videos_are_sampled_at_2_5_fps(env, paper):
     assert [_close(f, RGB[min(k, 2)]) for k, f in enumerate(a)] == [True] * 10
     # 6 frames at 5 fps: every 2nd (t = 0, 0.4, 0.8 s), then the last (t = 1.0 s) held
     assert [_close(f, RGB[min(2 * k, 5)]) for k, f in enumerate(b)] == [True] * 10
-    vatex = R.open_dataset(paper, "vatex", size=S)
+    vatex = catalog.open_dataset(paper, "vatex", size=S)
     assert vatex.captions() == ["a person waves", "a dog runs on grass"]
     assert _close(vatex[1].video[0], RGB[5])
     short = R.VideoFolder(env["vatex"], "videos", "vatex_training_v1.0.json", frames=2, fps=5,
@@ -291,12 +293,12 @@ def test_videos_are_sampled_at_2_5_fps(env, paper):
 
 
 def test_a_bad_video_is_named_or_skipped(env, paper):
-    r = R.open_dataset(paper, "msrvtt", size=S)
+    r = catalog.open_dataset(paper, "msrvtt", size=S)
     assert [it[0] for it in r.items] == ["video0/0", "video1/0", "video2/0"]
     assert r[0].caption == "a man is cooking"
-    with pytest.raises(R.DataError, match=r"video1\.mp4: cannot decode the video"):
+    with pytest.raises(media.DataError, match=r"video1\.mp4: cannot decode the video"):
         r[1]
-    with pytest.raises(R.DataError, match=r"video1\.mp4"):
+    with pytest.raises(media.DataError, match=r"video1\.mp4"):
         list(r.samples())
     r = R.VideoFolder(env["msrvtt"], "TrainValVideo", "train_val_videodatainfo.json", size=S,
                       skip_bad=True)
@@ -307,7 +309,7 @@ def test_a_bad_video_is_named_or_skipped(env, paper):
 def test_caption_files_are_validated(tmp_path):
     root = make_vatex(tmp_path / "v")
     _json(root / "bad.json", [{"videoID": "abc_000001_000011"}])
-    with pytest.raises(R.DataError, match=r"bad\.json: entry 0 needs a 'videoID' and 'enCap'"):
+    with pytest.raises(media.DataError, match=r"bad\.json: entry 0 needs a 'videoID' and 'enCap'"):
         R.VideoFolder(root, "videos", "bad.json")
     _json(root / "plain.json", {"abc_000001_000011": "waving", "gone": ["not on disk"]})
     with pytest.raises(FileNotFoundError, match=r"videos/gone: video file \(\.mp4/\.avi/.*\) not "
@@ -316,12 +318,12 @@ def test_caption_files_are_validated(tmp_path):
     with pytest.warns(UserWarning, match="skipped 1 missing video file"):
         assert R.VideoFolder(root, "videos", "plain.json", skip_bad=True).captions() == ["waving"]
     _json(root / "num.json", 3)
-    with pytest.raises(R.DataError, match=r"num\.json: not a caption file"):
+    with pytest.raises(media.DataError, match=r"num\.json: not a caption file"):
         R.VideoFolder(root, "videos", "num.json")
 
 
 def test_vspw(env, paper):
-    r = R.open_dataset(paper, "vspw", size=S)
+    r = catalog.open_dataset(paper, "vspw", size=S)
     s = r[0]
     assert len(r) == 2 and s.video.shape == (10, S, S, 3) and s.seg.shape == (10, S, S)
     # stills at 15 fps, sampled at 2.5 fps: every 6th (0, 6, 12), then the last held
@@ -337,28 +339,28 @@ def test_roots_come_from_the_environment_or_the_override(roots, paper, monkeypat
     monkeypatch.delenv("NUWA_DATA_CC", raising=False)
     with pytest.raises(ValueError, match="dataset 'cc' has no root: set the environment variable "
                                          "NUWA_DATA_CC to its folder, or data.datasets.cc.root"):
-        R.open_dataset(paper, "cc")
+        catalog.open_dataset(paper, "cc")
     monkeypatch.setenv("NUWA_DATA_CC", str(tmp_path / "absent"))
     with pytest.raises(FileNotFoundError, match=r"absent: the root of dataset 'cc' \(from "
                                                 r"NUWA_DATA_CC\) is not a folder"):
-        R.open_dataset(paper, "cc")
+        catalog.open_dataset(paper, "cc")
     over = tmp_path / "run.yaml"
     over.write_text(yaml.safe_dump({"data": {"datasets": {"cc": {"root": str(roots["cc"])}},
                                              "frames": 4}, "model": {"dim": 64}}))
-    cfg = R.apply_override(paper, over)
+    cfg = catalog.apply_override(paper, over)
     assert cfg["name"] == "paper" and cfg["model"]["dim"] == 64 and cfg["model"]["heads"] == 20
     assert cfg["data"]["datasets"]["cc"]["images"] == "images" and cfg["data"]["frames"] == 4
-    assert len(R.open_dataset(cfg, "cc", size=S)) == 3
+    assert len(catalog.open_dataset(cfg, "cc", size=S)) == 3
     with pytest.raises(ValueError, match=r"data: unknown key\(s\) \['fsp'\]"):
-        R.data_config({"data": {"fsp": 2}})
+        catalog.data_config({"data": {"fsp": 2}})
     with pytest.raises(ValueError, match=r"data.datasets.cc: unknown key\(s\) \['image'\] for "
                                          r"reader coco_captions"):
-        R.open_dataset({"data": {"datasets": {"cc": {"reader": "coco_captions", "image": "x",
+        catalog.open_dataset({"data": {"datasets": {"cc": {"reader": "coco_captions", "image": "x",
                                                      "root": str(roots["cc"])}}}}, "cc")
     with pytest.raises(ValueError, match="task S2V has no dataset: set data.tasks.S2V"):
-        R.task_datasets({"data": {"tasks": {}}}, ["S2V"])
+        catalog.task_datasets({"data": {"tasks": {}}}, ["S2V"])
     with pytest.raises(ValueError, match="task TI2I is evaluated zero-shot"):
-        R.task_datasets(paper, ["TI2I"])
+        catalog.task_datasets(paper, ["TI2I"])
 
 
 # ----------------------------------------------------------------------------- token path
@@ -377,25 +379,25 @@ def toks(roots):
 
 def test_readers_feed_the_token_sets_and_a_training_step(env, paper, toks, tmp_path, monkeypatch):
     monkeypatch.setenv("NUWA_ARTIFACTS_DIR", str(tmp_path / "artifacts"))
-    cc = R.open_dataset(paper, "cc", size=S)
-    rt = D.real_tokens(cc, toks, profile="unit", progress=False)
+    cc = catalog.open_dataset(paper, "cc", size=S)
+    rt = real_tokens.real_tokens(cc, toks, profile="unit", progress=False)
     assert rt.source == "built" and rt.kind == "image" and rt.visual.shape == (3, 1, 8, 8)
     assert rt.text_ids.shape == (3, 16) and rt.captions[0] == "A red picture."
-    again = D.real_tokens(cc, toks, profile="unit", progress=False)
+    again = real_tokens.real_tokens(cc, toks, profile="unit", progress=False)
     assert again.source == "loaded" and torch.equal(again.visual, rt.visual)
     assert again.path.name.startswith("real-cc-train-")
     # other tokenizer weights: another cache entry
-    assert D.real_tokens(cc, D.Tokenizers(toks.text, _vq(seed=3)), profile="unit",
+    assert real_tokens.real_tokens(cc, D.Tokenizers(toks.text, _vq(seed=3)), profile="unit",
                          progress=False).source == "built"
     data = {
-        "T2I": D.task_data("T2I", cc, n=3, tokenizers=toks, progress=False),
-        "S2I": D.task_data("S2I", R.open_dataset(paper, "cocostuff", size=S), tokenizers=toks,
+        "T2I": task_data.task_data("T2I", cc, n=3, tokenizers=toks, progress=False),
+        "S2I": task_data.task_data("S2I", catalog.open_dataset(paper, "cocostuff", size=S), tokenizers=toks,
                            progress=False),
-        "T2V": D.task_data("T2V", R.open_dataset(paper, "vatex", size=S), tokenizers=toks,
+        "T2V": task_data.task_data("T2V", catalog.open_dataset(paper, "vatex", size=S), tokenizers=toks,
                            progress=False),
-        "S2V": D.task_data("S2V", R.open_dataset(paper, "vspw", size=S), tokenizers=toks,
+        "S2V": task_data.task_data("S2V", catalog.open_dataset(paper, "vspw", size=S), tokenizers=toks,
                            progress=False),
-        "V2V": D.task_data("V2V", R.open_dataset(paper, "bair", size=S), tokenizers=toks,
+        "V2V": task_data.task_data("V2V", catalog.open_dataset(paper, "bair", size=S), tokenizers=toks,
                            progress=False),
     }
     b = data["S2V"].batch([0, 1])
@@ -405,16 +407,16 @@ def test_readers_feed_the_token_sets_and_a_training_step(env, paper, toks, tmp_p
     skipping = R.VideoFolder(env["msrvtt"], "TrainValVideo", "train_val_videodatainfo.json",
                              size=S, skip_bad=True)
     with pytest.warns(UserWarning, match="video1.mp4"):
-        m = D.real_tokens(skipping, toks, progress=False)
+        m = real_tokens.real_tokens(skipping, toks, progress=False)
     assert m.n == 2 and m.indices.tolist() == [0, 2] and m.captions[1] == "cars drive by"
     with pytest.raises(ValueError, match="task T2V has video targets; role 'cc' holds images"):
-        D.TaskData(T.get_task("T2V"), rt)
+        task_data.TaskData(T.get_task("T2V"), rt)
     with pytest.raises(ValueError, match="gives 16x16 pictures but the visual tokenizer takes 32x32"):
-        D.real_tokens(R.CocoCaptions(env["cc"], "captions.json", "images", size=16), toks)
+        real_tokens.real_tokens(R.CocoCaptions(env["cc"], "captions.json", "images", size=16), toks)
     model = NuwaConfig(dim=16, heads=2, text_vocab=300, text_length=16, codebook_size=16,
                        sketch_codebook_size=16, target_tokens=(10, 8, 8),
                        sketch_tokens=(10, 8, 8), image_extent=(1, 1, 1), video_extent=(1, 1, 1))
-    tr = TR.Trainer(model, TR.TrainConfig(steps=5, batch_size=2, weights={}), data)
+    tr = trainer.Trainer(model, schedule.TrainConfig(steps=5, batch_size=2, weights={}), data)
     tr.run(progress=False)
     assert len(tr.history) == 5 and all(np.isfinite(h["loss"]) for h in tr.history)
 
@@ -425,13 +427,13 @@ def test_the_paper_profile_is_section_4_1(paper):
     assert (m.encoder_layers, m.decoder_layers, m.dim, m.codebook_size) == (24, 24, 1280, 12288)
     assert m.target_tokens == (10, 21, 21) and m.text_length == 77
     assert (m.text_extent, m.image_extent, m.video_extent) == ((None, 0, 0), (1, 3, 3), (3, 3, 3))
-    c = TR.TrainConfig.from_profile(paper)
+    c = schedule.TrainConfig.from_profile(paper)
     assert (c.lr, c.warmup, c.batch_size, c.betas) == (1e-3, 0.05, 128, (0.9, 0.999))
-    d = R.data_config(paper)
-    assert (d["frames"], d["fps"], R.visual_canvas(paper)) == (10, 2.5, 336)
+    d = catalog.data_config(paper)
+    assert (d["frames"], d["fps"], real_tokens.visual_canvas(paper)) == (10, 2.5, 336)
     vq = V.configs_from_profile(paper)[paper["vqgan"]["tokenizer"]]
     assert (vq.canvas // vq.factor, vq.codebook, vq.code_dim) == (21, 12288, 256)  # E(I): 441 x 256
-    assert {R.root_variable(n) for n in d["datasets"]} == {
+    assert {catalog.root_variable(n) for n in d["datasets"]} == {
         f"NUWA_DATA_{n}" for n in ("CC", "MOMENTS", "VATEX", "MSCOCO", "COCOSTUFF", "KINETICS",
                                    "BAIR", "MSRVTT", "VSPW")}
 
@@ -452,7 +454,7 @@ def _readme_commands():
     lines = [l.strip() for b in blocks for l in b.splitlines()
              if l.strip() and not l.strip().startswith("#")]
     export = next(l for l in lines if l.startswith("export "))
-    python = next(l for l in lines if l.startswith(".venv/bin/python -m nuwa_lib.train"))
+    python = next(l for l in lines if l.startswith(".venv/bin/python -m nuwa_lib.training.cli"))
     single, multi = (l for l in lines if l.startswith(".venv/bin/torchrun"))
     return export, python, single, multi
 
@@ -472,14 +474,14 @@ def test_readme_commands_train_the_paper_architecture_on_real_files(roots, tmp_p
     """The README's three lines, as written: one process in this one, then torchrun with 2
     processes on one node, then 2 "nodes" of 1 process each."""
     export, python, single, multi = _readme_commands()
-    wanted = {R.root_variable(n) for n in T.PRETRAIN_ROLES.values()}
+    wanted = {catalog.root_variable(n) for n in T.PRETRAIN_ROLES.values()}
     assert {a.split("=")[0] for a in export.split()[1:]} == wanted
     assert "--nproc-per-node $NPROC" in single and "--standalone" in single
     for flag in ("--nnodes $NNODES", "--node-rank $NODE_RANK", "--master-addr $MASTER_ADDR",
                  "--master-port $MASTER_PORT"):
         assert flag in multi
     env = {**os.environ, "OMP_NUM_THREADS": "1",
-           **{R.root_variable(n): str(roots[n]) for n in T.PRETRAIN_ROLES.values()}}
+           **{catalog.root_variable(n): str(roots[n]) for n in T.PRETRAIN_ROLES.values()}}
 
     # one process: the paper's 24 + 24 layers on 10x21x21 video tokens, d = 32
     one = tmp_path / "one"
@@ -490,8 +492,8 @@ def test_readme_commands_train_the_paper_architecture_on_real_files(roots, tmp_p
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     argv = shlex.split(python)
-    assert argv[:3] == [".venv/bin/python", "-m", "nuwa_lib.train"]
-    assert TR.main(argv[3:] + ["--no-progress"]) == 0
+    assert argv[:3] == [".venv/bin/python", "-m", "nuwa_lib.training.cli"]
+    assert cli.main(argv[3:] + ["--no-progress"]) == 0
     info, history, model = _out(one)
     assert [h["task"] for h in history] == ["V2V"] and np.isfinite(history[0]["loss"])
     assert (model["encoder_layers"], model["decoder_layers"], model["dim"]) == (24, 24, 32)
@@ -533,18 +535,18 @@ def test_readme_commands_train_the_paper_architecture_on_real_files(roots, tmp_p
 def test_the_command_line_names_what_is_missing(roots, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("NUWA_ARTIFACTS_DIR", str(tmp_path / "artifacts"))
     for n in ("cc", "moments", "vatex"):
-        monkeypatch.delenv(R.root_variable(n), raising=False)
+        monkeypatch.delenv(catalog.root_variable(n), raising=False)
     args = ["--profile", "paper", "--real-data", "--no-progress", "--out", str(tmp_path / "o")]
-    assert TR.main(args) == 2
+    assert cli.main(args) == 2
     assert "error: dataset 'cc' has no root: set the environment variable NUWA_DATA_CC" in \
         capsys.readouterr().err
     for n in ("cc", "moments", "vatex"):
-        monkeypatch.setenv(R.root_variable(n), str(roots[n]))
-    assert TR.main(args) == 2
+        monkeypatch.setenv(catalog.root_variable(n), str(roots[n]))
+    assert cli.main(args) == 2
     err = capsys.readouterr().err
     assert "takes 336² pictures" in err and "data.tokenizers {visual: FILE" in err
     bad = tmp_path / "bad.yaml"
     bad.write_text("data: {tasks: {T2I: moments}, tokenizers: untrained}\n")
-    assert TR.main(args + ["--override", str(bad)]) == 2
+    assert cli.main(args + ["--override", str(bad)]) == 2
     assert "task T2I needs images but dataset 'moments' (video_folder) holds videos" in \
         capsys.readouterr().err

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from nuwa_lib.model import Condition, Nuwa, NuwaConfig
-from nuwa_lib.progress import enabled as show_progress
-from nuwa_lib.sampling import BestOfN, best_of_n, draw, sample
+from nuwa_lib.generation.sampling import BestOfN, best_of_n, draw, sample
+from nuwa_lib.model.config import Condition, NuwaConfig
+from nuwa_lib.model.nuwa import Nuwa
+from nuwa_lib.utils.progress import enabled as show_progress
 
 B = 2
 TEXT_LEN, TEXT_VOCAB, CODES, SKETCH_CODES = 6, 300, 40, 12
@@ -313,7 +314,7 @@ def test_best_of_n_repeats_the_prime_for_every_candidate(model):
     (dict(generator=0), "generator must be a torch.Generator"),
     (dict(on_logits=3), "on_logits must be callable"),
     (dict(cond="a red circle"), "cond must be a Condition"),
-    (dict(model=torch.nn.Linear(2, 2)), "model must be a nuwa_lib.model.Nuwa"),
+    (dict(model=torch.nn.Linear(2, 2)), "model must be a nuwa_lib.model.nuwa.Nuwa"),
 ])
 def test_bad_sampling_arguments_raise_errors_naming_them(model, kw, match):
     args, kw = dict(model=model, cond=conditions()["text"], target_grid=IMAGE), dict(kw)

@@ -1,4 +1,4 @@
-"""The compute-allocation study (nuwa_lib.study, notebook 14): its configuration, the
+"""The compute-allocation study (nuwa_lib.experiments.study, notebook 14): its configuration, the
 evaluation steps, the compute count, one arm of each kind end to end on tiny untrained parts,
 the cache, and the findings written from the rows."""
 import copy
@@ -6,10 +6,11 @@ import json
 import math
 
 import pytest
-import torch
-
-from nuwa_lib import checkpoint, judges as J, profiles, study
 from task_helpers import tiny_model
+
+from nuwa_lib.evaluation import judge_nets, judges as J
+from nuwa_lib.experiments import study
+from nuwa_lib.utils import checkpoint, profiles
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -64,8 +65,8 @@ def test_flops_per_sample_counts_the_linear_layers():
 
 
 def _untrained_judges(cfg):
-    jcfg = J.JudgesConfig.from_profile(cfg)
-    nets = {n: J.build(n, jcfg).eval() for n in ("classifier", "clip", "video")}
+    jcfg = judge_nets.JudgesConfig.from_profile(cfg)
+    nets = {n: judge_nets.build(n, jcfg).eval() for n in ("classifier", "clip", "video")}
     return J.Judges(**nets, segmenter=None, config=jcfg, paths={}, info={})
 
 

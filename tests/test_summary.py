@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from nuwa_lib import paper, summary as SM, video_tasks as VT
+from nuwa_lib.experiments import paper, summary as SM, video_tasks as VT
 
 
 def _write(root, name, df):

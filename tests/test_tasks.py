@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from nuwa_lib import tasks as T
-from nuwa_lib import world
+from nuwa_lib.data import splits, tasks as T
 
 GRID = (8, 8, 8)
 
@@ -105,13 +104,13 @@ def test_edit_row_finds_the_first_changed_row():
 
 def test_counterfactuals_give_the_manipulation_ground_truth():
     for i in range(5):
-        s = world.sample("mscoco", "val", i)
+        s = splits.sample("mscoco", "val", i)
         cf = T.counterfactual("TI2I", s)
         r = cf["edit_row"]
         assert 0 <= r < 32 and cf["caption"] != s.caption
         assert np.array_equal(cf["picture"][:r], s.image[:r])          # rows above the edit kept
         assert not np.array_equal(cf["picture"][r], s.image[r])
-        v = world.sample("msrvtt", "val", i, frames=4)
+        v = splits.sample("msrvtt", "val", i, frames=4)
         cf = T.counterfactual("TV2V", v, frames=4)
         assert cf["picture"].shape == v.video.shape
         assert np.array_equal(cf["picture"][0], v.video[0])            # the first frame primes
@@ -128,6 +127,6 @@ def test_world_examples_for_every_task():
         assert out.shape == ((8, 32, 32, 3) if kind == "video" else (32, 32, 3))
     ex = T.world_example("TI2I", index=2)
     prime = ex["inputs"][0][1]
-    s = world.sample("mscoco", "val", 2)
+    s = splits.sample("mscoco", "val", 2)
     r = T.counterfactual("TI2I", s)["edit_row"]
     assert np.array_equal(prime[:r], s.image[:r]) and (prime[r:] == 128).all()

@@ -6,10 +6,18 @@ import sys
 import pytest
 import torch
 
-from nuwa_lib import text, world
-from nuwa_lib.profiles import load_profile
-from nuwa_lib.text import (NONE_CAPTION, PAD_ID, TextConfig, TextTokenizer, TokenizerFileError,
-                           get_tokenizer, tokenizer_path, train_bpe)
+from nuwa_lib.data import splits, text, world
+from nuwa_lib.data.text import (
+    NONE_CAPTION,
+    PAD_ID,
+    TextConfig,
+    TextTokenizer,
+    TokenizerFileError,
+    get_tokenizer,
+    tokenizer_path,
+    train_bpe,
+)
+from nuwa_lib.utils.profiles import load_profile
 
 SMALL = TextConfig(vocab_size=512, length=32, captions_per_role=64, train_size=256)
 
@@ -27,12 +35,12 @@ def tok():
 
 def _captions(n=40):
     """Held-out captions (val split): image and video templates."""
-    return ([world.sample("mscoco", "val", i).caption for i in range(n)]
-            + [world.sample("msrvtt", "val", i).caption for i in range(n)])
+    return ([splits.sample("mscoco", "val", i).caption for i in range(n)]
+            + [splits.sample("msrvtt", "val", i).caption for i in range(n)])
 
 
 def test_training_is_deterministic_across_processes(tok):
-    code = ("import hashlib; from nuwa_lib.text import TextConfig, train_bpe; "
+    code = ("import hashlib; from nuwa_lib.data.text import TextConfig, train_bpe; "
             "c = TextConfig(vocab_size=512, length=12, captions_per_role=64, train_size=256); "
             "print(hashlib.sha256(train_bpe(c).to_str().encode()).hexdigest())")
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -44,7 +52,7 @@ def test_corpus_is_the_captioned_train_splits_plus_the_word_none():
     corpus = text.training_captions(SMALL)
     assert len(corpus) == 64 * len(text.CAPTION_ROLES) + 1
     assert corpus[-1] == NONE_CAPTION
-    assert corpus[0] == world.sample(text.CAPTION_ROLES[0], "train", 0).caption
+    assert corpus[0] == splits.sample(text.CAPTION_ROLES[0], "train", 0).caption
     assert {"cc", "vatex"} <= set(text.CAPTION_ROLES)   # image and video captions
 
 

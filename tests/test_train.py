@@ -9,10 +9,14 @@ from dataclasses import replace
 import pytest
 import torch
 
-from nuwa_lib import checkpoint, datasets as D, tasks as T, text, train as TR, vqgan as V
-from nuwa_lib.model import Condition, Nuwa, NuwaConfig
-from nuwa_lib.paths import REPO_ROOT
-from nuwa_lib.profiles import load_profile
+from nuwa_lib.data import tasks as T, text
+from nuwa_lib.model.config import Condition, NuwaConfig
+from nuwa_lib.model.nuwa import Nuwa
+from nuwa_lib.tokenizers import token_sets as D, vqgan as V
+from nuwa_lib.training import cli, schedule, runs as TR, task_data, trainer
+from nuwa_lib.utils import checkpoint
+from nuwa_lib.utils.paths import REPO_ROOT
+from nuwa_lib.utils.profiles import load_profile
 
 FRAMES = 4
 WORLD = dict(seed=0, canvas=32, frames=FRAMES)
@@ -43,7 +47,7 @@ MODEL = NuwaConfig(dim=16, heads=2, encoder_layers=1, decoder_layers=1, text_voc
                    text_length=32, codebook_size=16, sketch_codebook_size=16,
                    target_tokens=(FRAMES, 8, 8), sketch_tokens=(FRAMES, 8, 8),
                    image_extent=(1, 1, 1), video_extent=(1, 1, 1))
-CONFIG = TR.TrainConfig(steps=6, batch_size=4, lr=3e-3, data_size=12, checkpoint_every=2,
+CONFIG = schedule.TrainConfig(steps=6, batch_size=4, lr=3e-3, data_size=12, checkpoint_every=2,
                         weights={"T2I": 1.0, "V2V": 1.0, "T2V": 2.0})
 
 
@@ -105,16 +109,16 @@ def test_task_batches_feed_the_model(toks, data):
         assert int(T.prime_length(b.prime)[0]) == (64 if name == "V2V" else 0)
         if name == "V2V":      # Eq. 16: the constant condition c, the same for every sample
             assert torch.equal(b.cond.tokens, none_ids.expand(3, -1)) and b.cond.keep is None
-    s2v = D.task_data("S2V", split="train", n=4, tokenizers=toks, progress=False, **WORLD)
+    s2v = task_data.task_data("S2V", split="train", n=4, tokenizers=toks, progress=False, **WORLD)
     b = s2v.batch([1, 2])
     assert b.cond.kind == "sketch" and b.cond.grid == (FRAMES, 8, 8)
-    ti2i = D.task_data("TI2I", split="val", n=4, tokenizers=toks, progress=False, **WORLD)
+    ti2i = task_data.task_data("TI2I", split="val", n=4, tokenizers=toks, progress=False, **WORLD)
     b = ti2i.batch([0, 1, 2, 3])
     assert torch.equal(T.prime_length(b.prime), ti2i.tokens.edit_rows.long() * 8)
     with pytest.raises(ValueError, match="task S2I reads sketches"):
-        D.TaskData(T.get_task("S2I"), data["T2I"].tokens)
+        task_data.TaskData(T.get_task("S2I"), data["T2I"].tokens)
     with pytest.raises(ValueError, match="task T2I has image targets; role 'vatex' holds videos"):
-        D.TaskData(T.get_task("T2I"), data["T2V"].tokens)
+        task_data.TaskData(T.get_task("T2I"), data["T2V"].tokens)
 
 
 def test_cutting_text_padding_is_exact(toks, data):
@@ -135,54 +139,54 @@ def test_profiles_train_sections():
     smoke, mini = load_profile("smoke"), load_profile("mini")
     assert smoke["train"].keys() == mini["train"].keys()
     for cfg in (smoke, mini, load_profile("paper")):
-        c = TR.TrainConfig.from_profile(cfg)
+        c = schedule.TrainConfig.from_profile(cfg)
         assert c.lr == 1e-3 and c.warmup == 0.05                    # Sec. 4.1
         assert set(c.weights) == set(T.PRETRAIN_TASKS)
-    assert TR.TrainConfig.from_profile(load_profile("paper")).batch_size == 128
+    assert schedule.TrainConfig.from_profile(load_profile("paper")).batch_size == 128
     with pytest.raises(ValueError, match=r"train: unknown key\(s\) \['epochs'\]"):
-        TR.TrainConfig.from_profile({"train": {"epochs": 3}})
+        schedule.TrainConfig.from_profile({"train": {"epochs": 3}})
     with pytest.raises(ValueError, match="train.decay 'step' is not one of: cosine, linear"):
-        TR.TrainConfig(decay="step")
+        schedule.TrainConfig(decay="step")
     with pytest.raises(ValueError, match="unknown task 'X2I'"):
-        TR.TrainConfig(weights={"X2I": 1.0})
+        schedule.TrainConfig(weights={"X2I": 1.0})
     with pytest.raises(ValueError, match="exceeds the world's train split"):
-        TR.TrainConfig.from_profile(smoke, data_size=10 ** 6)
+        schedule.TrainConfig.from_profile(smoke, data_size=10 ** 6)
 
 
 def test_warmup_then_decay():
-    c = TR.TrainConfig(steps=200, lr=1e-3, warmup=0.05)
-    lrs = [TR.lr_at(c, s) for s in range(200)]
+    c = schedule.TrainConfig(steps=200, lr=1e-3, warmup=0.05)
+    lrs = [schedule.lr_at(c, s) for s in range(200)]
     assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)   # 5% = 10 steps
     assert max(lrs) == pytest.approx(1e-3) and lrs[-1] < 1e-6
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
 
 
 def test_the_task_sampler_is_a_function_of_seed_and_step():
-    s = TR.TaskSampler(["T2V", "T2I", "V2V"], {"T2I": 1, "V2V": 1, "T2V": 2}, seed=0)
-    again = TR.TaskSampler(["T2I", "V2V", "T2V"], {"T2I": 1, "V2V": 1, "T2V": 2}, seed=0)
+    s = schedule.TaskSampler(["T2V", "T2I", "V2V"], {"T2I": 1, "V2V": 1, "T2V": 2}, seed=0)
+    again = schedule.TaskSampler(["T2I", "V2V", "T2V"], {"T2I": 1, "V2V": 1, "T2V": 2}, seed=0)
     draws = [s.task(i) for i in range(400)]
     assert draws == [again.task(i) for i in range(400)]
     assert 160 < draws.count("T2V") < 240 and s.counts(400)["T2V"] == draws.count("T2V")
-    assert draws != [TR.TaskSampler(s.tasks, {}, seed=1).task(i) for i in range(400)]
+    assert draws != [schedule.TaskSampler(s.tasks, {}, seed=1).task(i) for i in range(400)]
     # Table 5's ablations reuse it: only the named tasks, a zero weight never drawn
-    assert {TR.TaskSampler(["T2V", "V2V"], {}, 0).task(i) for i in range(50)} == {"T2V", "V2V"}
-    assert "T2I" not in {TR.TaskSampler(T.PRETRAIN_TASKS, {"T2I": 0}, 0).task(i) for i in range(50)}
+    assert {schedule.TaskSampler(["T2V", "V2V"], {}, 0).task(i) for i in range(50)} == {"T2V", "V2V"}
+    assert "T2I" not in {schedule.TaskSampler(T.PRETRAIN_TASKS, {"T2I": 0}, 0).task(i) for i in range(50)}
     idx = s.indices(3, 100, 8)
     assert len(set(idx.tolist())) == 8 and (idx == s.indices(3, 100, 8)).all()
 
 
 # ----------------------------------------------------------------------------- training
 def test_training_lowers_every_tasks_loss(toks, data):
-    tr = TR.Trainer(MODEL, replace(CONFIG, steps=40, lr=1e-2), data)
+    tr = trainer.Trainer(MODEL, replace(CONFIG, steps=40, lr=1e-2), data)
     tr.run(progress=False)
-    curves = TR.per_task(tr.history)
+    curves = trainer.per_task(tr.history)
     assert set(curves) == set(T.PRETRAIN_TASKS)
     for name, c in curves.items():
         assert c["loss"][-1] < c["loss"][0] - 0.3, name
     assert all(h["grad_norm"] > 0 for h in tr.history) and not tr.model.training
     assert not tr.model.sketch_embedding.weight.requires_grad       # no task reads sketches
-    s2v = D.task_data("S2V", split="train", n=4, tokenizers=toks, progress=False, **WORLD)
-    tr = TR.Trainer(MODEL, replace(CONFIG, steps=2, weights={}), {"S2V": s2v}).run(progress=False)
+    s2v = task_data.task_data("S2V", split="train", n=4, tokenizers=toks, progress=False, **WORLD)
+    tr = trainer.Trainer(MODEL, replace(CONFIG, steps=2, weights={}), {"S2V": s2v}).run(progress=False)
     assert [h["task"] for h in tr.history] == ["S2V", "S2V"]        # fine-tuning on one task
     assert not tr.model.text_embedding.weight.requires_grad
 
@@ -199,7 +203,7 @@ def test_interrupted_runs_resume_to_the_same_weights(tmp_path, data):
     assert resumed.history == whole.history
     assert resumed.sched.get_last_lr() == whole.sched.get_last_lr()
     # the state of another run is refused, naming the file and the mismatch
-    with pytest.raises(TR.TrainCheckpointError, match=r"run\.partial\.pt: training state does "
+    with pytest.raises(schedule.TrainCheckpointError, match=r"run\.partial\.pt: training state does "
                                                       r"not match \(train: steps: file 6 != wanted 7\)"):
         TR.train(MODEL, replace(CONFIG, steps=7), data, state_path=state, progress=False)
     state.write_bytes(state.read_bytes()[:1000])
@@ -236,7 +240,7 @@ def test_get_pretrained_trains_once_then_loads(toks, artifacts):
     # a model file of another run under this run's name is refused
     path = info["path"]
     torch.save(torch.load(info3["path"], weights_only=True), path)
-    with pytest.raises(TR.TrainCheckpointError, match=rf"{info['hash']}\.pt: NÜWA model file does "
+    with pytest.raises(schedule.TrainCheckpointError, match=rf"{info['hash']}\.pt: NÜWA model file does "
                                                       r"not match \(train: steps: file 2 != wanted 4\)"):
         TR.get_pretrained(_cfg(), tokenizers=toks, progress=False)
 
@@ -249,7 +253,7 @@ def test_the_model_must_fit_the_tokenizers(toks):
 
 
 def test_bf16_is_a_cuda_only_switch(data):
-    tr = TR.Trainer(MODEL, replace(CONFIG, bf16=True), data)
+    tr = trainer.Trainer(MODEL, replace(CONFIG, bf16=True), data)
     assert tr.bf16 is False and tr.device.type == "cpu"
 
 
@@ -269,12 +273,12 @@ def test_two_processes_follow_the_single_process_run(tmp_path, monkeypatch):
     args = ["--profile", "smoke", "--tasks", "S2I,T2V,V2V", "--steps", "5", "--batch-size", "4",
             "--data-size", "8", "--untrained-tokenizers", "--threads", "1", "--no-progress",
             "--save-replicas"]
-    assert TR.main(args + ["--out", str(tmp_path / "one")]) == 0
+    assert cli.main(args + ["--out", str(tmp_path / "one")]) == 0
     env = {**os.environ, "NUWA_ARTIFACTS_DIR": str(art), "OMP_NUM_THREADS": "1"}
     run = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
          "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
-         "-m", "nuwa_lib.train", *args, "--out", str(tmp_path / "two")],
+         "-m", "nuwa_lib.training.cli", *args, "--out", str(tmp_path / "two")],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
     assert "on 2 process(es)" in run.stdout
@@ -288,7 +292,7 @@ def test_two_processes_follow_the_single_process_run(tmp_path, monkeypatch):
     assert [h["task"] for h in single] == [h["task"] for h in double] == \
         ["V2V", "S2I", "V2V", "V2V", "S2I"]
     assert [h["loss"] for h in single] == pytest.approx([h["loss"] for h in double], abs=1e-4)
-    torch.manual_seed(TR.model_seed(0))
+    torch.manual_seed(schedule.model_seed(0))
     init = Nuwa(TR.config_from_dict(
         torch.load(tmp_path / "one" / "model.pt", weights_only=True)["model"])).state_dict()
     for k, v in one.items():
@@ -321,3 +325,9 @@ def test_get_many_trains_chains_in_workers_as_alone(toks, artifacts, tmp_path, m
         TR.get_many({"x": {"tasks": ("T2I",)}})
     with pytest.raises(ValueError, match="workers must be a positive integer, got 0"):
         TR.get_many(runs, workers=0)
+
+
+def test_overrides_add_the_sections_threads():
+    S = {"threads": 2, "scratch": {"steps": 5}, "finetune": {"steps": 7}}
+    assert TR.overrides(S, "scratch") == {"steps": 5, "threads": 2}
+    assert TR.overrides({"finetune": {"steps": 7}}, "finetune") == {"steps": 7}

@@ -5,22 +5,24 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-
-from nuwa_lib import judges as J, paper, video_tasks as VT, world
-from nuwa_lib import tasks as T, vqgan as V
 from task_helpers import WORLD, PerfectReader
+
+from nuwa_lib.data import splits, tasks as T, world
+from nuwa_lib.evaluation import judge_nets
+from nuwa_lib.experiments import claims, paper, video_tasks as VT
+from nuwa_lib.tokenizers import vqgan as V
 
 
 def _kinetics(split, n):
-    samples = [world.sample("kinetics", split, i, **WORLD) for i in range(n)]
+    samples = [splits.sample("kinetics", split, i, **WORLD) for i in range(n)]
     return samples, np.stack([s.video for s in samples]), [s.caption for s in samples]
 
 
 def test_t2v_scores_give_table2_columns():
     torch.manual_seed(0)
-    clf = J.WorldClassifier(width=4, feature_dim=6).eval().requires_grad_(False)
-    vnet = J.WorldClassifier(width=4, feature_dim=6, frames=4).eval().requires_grad_(False)
-    clip = J.TinyCLIP(width=4, embed_dim=8, text_dim=8, text_layers=1, heads=2).eval()
+    clf = judge_nets.WorldClassifier(width=4, feature_dim=6).eval().requires_grad_(False)
+    vnet = judge_nets.WorldClassifier(width=4, feature_dim=6, frames=4).eval().requires_grad_(False)
+    clip = judge_nets.TinyCLIP(width=4, embed_dim=8, text_dim=8, text_layers=1, heads=2).eval()
     _, videos, caps = _kinetics("test", 10)
     s = VT.t2v_scores(videos, videos, caps, vnet, clf, clip)
     assert set(s) == set(VT.T2V_COLUMNS)
@@ -81,13 +83,13 @@ def test_claims_follow_the_column_direction_and_the_spread():
     assert got["FID-vid"]["holds"] and got["FID-vid"]["clear"]
     assert not got["CLIPSIM"]["holds"]
     assert got["Acc"]["paper"] == "77.9 vs 77.4"
-    assert VT.verdict(True, False) == "holds, within the spread"
-    assert VT.verdict(False, False) == "does not hold"
+    assert claims.verdict(True, False) == "holds, within the spread"
+    assert claims.verdict(False, False) == "does not hold"
     ours["finetune_multitask"] = ours["finetune_multitask"][:1]        # a single run
     one = VT.claim(VT.side_by_side(paper.TABLE2, ours, VT.T2V_COLUMNS), "ft beats scratch",
                    "finetune_multitask", "scratch", "Acc")
     assert one["holds"] and one["clear"] is None                       # no spread, not clear
-    assert VT.verdict(one["holds"], one["clear"]) == "holds (no spread measured)"
+    assert claims.verdict(one["holds"], one["clear"]) == "holds (no spread measured)"
 
 
 def test_side_by_side_keeps_cond_frames_and_the_papers_spread():
@@ -105,7 +107,7 @@ def test_side_by_side_keeps_cond_frames_and_the_papers_spread():
 
 def test_fvd_of_identical_sets_is_zero():
     torch.manual_seed(0)
-    vnet = J.WorldClassifier(width=4, feature_dim=6, frames=4).eval().requires_grad_(False)
+    vnet = judge_nets.WorldClassifier(width=4, feature_dim=6, frames=4).eval().requires_grad_(False)
     _, videos, _ = _kinetics("test", 10)
     assert abs(VT.fvd_of(videos, videos, vnet)) < 1e-3
     with pytest.raises(ValueError, match="videos"):
@@ -130,7 +132,7 @@ def test_s2v_claims_compare_nearby_nearby_with_every_other_row():
 def test_tv2v_scores_reward_the_new_motion_and_the_kept_attributes():
     idx = range(12)
     gt = VT.tv2v_ground_truth("msrvtt", "test", idx, **WORLD)
-    samples = [world.sample("msrvtt", "test", i, **WORLD) for i in idx]
+    samples = [splits.sample("msrvtt", "test", i, **WORLD) for i in idx]
     assert gt["captions"] == [T.counterfactual("TV2V", s, 4)["caption"] for s in samples]
     assert all(" then " in c for c in gt["captions"])
     assert all(" then " not in c for c in gt["judge_captions"])
@@ -148,7 +150,7 @@ def test_tv2v_scores_reward_the_new_motion_and_the_kept_attributes():
 
 
 def test_motion_edits_give_every_other_motion_from_frame_one():
-    s = world.sample("msrvtt", "test", 0, **WORLD)
+    s = splits.sample("msrvtt", "test", 0, **WORLD)
     edits = VT.motion_edits(s.scene, frames=4)
     assert [e["motion"] for e in edits] == [m for m in world.MOTIONS if m != s.scene.objects[0].motion]
     for e in edits:
@@ -156,7 +158,7 @@ def test_motion_edits_give_every_other_motion_from_frame_one():
 
 
 def test_manipulate_keeps_the_given_first_frame(toks, model):
-    s = world.sample("msrvtt", "test", 0, **WORLD)
+    s = splits.sample("msrvtt", "test", 0, **WORLD)
     caps = [e["caption"] for e in VT.motion_edits(s.scene, frames=4)[:2]]
     out = VT.manipulate(model, toks, s.video, caps, top_k=4, seed=0)
     assert out.shape == (2,) + s.video.shape

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from nuwa_lib import checkpoint, world
-from nuwa_lib import judges as J
-from nuwa_lib import vqgan as V
+from nuwa_lib.data import splits, world
+from nuwa_lib.evaluation import judge_nets
+from nuwa_lib.tokenizers import quantizer, vq_eval, vq_train, vqgan as V
+from nuwa_lib.utils import checkpoint
 
 TINY = dict(codebook=16, code_dim=8, width=8, steps=6, batch_size=4, restart_every=2,
             disc_width=8, disc_start=0.5, train_size=64)
@@ -19,7 +20,7 @@ def tiny(**over):
 @pytest.fixture(scope="module")
 def classifier():
     torch.manual_seed(0)
-    return J.WorldClassifier(width=4, feature_dim=8).eval().requires_grad_(False)
+    return judge_nets.WorldClassifier(width=4, feature_dim=8).eval().requires_grad_(False)
 
 
 @pytest.fixture
@@ -50,7 +51,7 @@ def test_images_and_videos_become_token_grids_and_back(factor, grid):
 
 def test_sketches_become_token_grids_and_class_maps():
     vq = V.VQModel(tiny(kind="seg")).eval()
-    s = world.sample("vspw", "test", 0, canvas=32, frames=4)
+    s = splits.sample("vspw", "test", 0, canvas=32, frames=4)
     assert V.encode(vq, s.seg[None]).shape == (1, 4, 8, 8)
     assert V.encode(vq, s.seg[:2]).shape == (2, 1, 8, 8)
     maps = V.decode(vq, V.encode(vq, s.seg[None]))
@@ -91,7 +92,7 @@ def test_straight_through_gradients_reach_the_encoder():
 
 
 def test_ema_moves_used_codes_towards_their_features():
-    q = V.EMAQuantizer(4, 2, decay=0.5).train()
+    q = quantizer.EMAQuantizer(4, 2, decay=0.5).train()
     q.initialised.fill_(True)
     q.codebook.copy_(torch.tensor([[0., 0.], [10., 10.], [-10., 10.], [10., -10.]]))
     q.embed_sum.copy_(q.codebook)
@@ -105,7 +106,7 @@ def test_ema_moves_used_codes_towards_their_features():
 
 def test_dead_code_restart_revives_unused_codes():
     torch.manual_seed(0)
-    q = V.EMAQuantizer(8, 4, decay=0.5).train()
+    q = quantizer.EMAQuantizer(8, 4, decay=0.5).train()
     z = torch.randn(2, 4, 4, 4)
     q(z, torch.Generator().manual_seed(0))      # initialised from these features
     q.codebook[4:] = 100.0                      # four codes far from any feature
@@ -128,31 +129,31 @@ def test_dead_code_restart_revives_unused_codes():
 def test_a_seg_map_round_trips_through_a_trained_toy_vqgan_seg():
     config = V.VQConfig(kind="seg", codebook=32, code_dim=8, width=8, factor=2, steps=300,
                         batch_size=8, lr=3e-3, train_size=256)
-    tr, finished = V.train_tokenizer(config, progress=False)
+    tr, finished = vq_train.train_tokenizer(config, progress=False)
     assert finished
-    maps = V.heldout_pictures(config, 16)
+    maps = vq_eval.heldout_pictures(config, 16)
     back = V.reconstruct(tr.model, maps)
     assert back.shape == maps.shape
     assert (back == maps).mean() > 0.9
 
 
 def test_vqgan_trains_all_its_losses(classifier):
-    tr, _ = V.train_tokenizer(tiny(kind="vqgan"), classifier, progress=False)
+    tr, _ = vq_train.train_tokenizer(tiny(kind="vqgan"), classifier, progress=False)
     first, last = tr.history[0], tr.history[-1]
     assert "perceptual" in first and "gan_g" not in first        # D starts after a delay
     assert {"perceptual", "gan_g", "gan_d", "gan_weight"} <= set(last)
     with pytest.raises(ValueError, match="classifier"):
-        V.Trainer(tiny(kind="vqgan"))
+        vq_train.Trainer(tiny(kind="vqgan"))
 
 
 def test_training_is_deterministic_and_resumes_to_the_same_weights(tmp_path, classifier):
     config = tiny(kind="vqgan", steps=8)
-    whole, _ = V.train_tokenizer(config, classifier, progress=False)
+    whole, _ = vq_train.train_tokenizer(config, classifier, progress=False)
     state = tmp_path / "run.partial.pt"
-    part, finished = V.train_tokenizer(config, classifier, state_path=state, checkpoint_every=3,
+    part, finished = vq_train.train_tokenizer(config, classifier, state_path=state, checkpoint_every=3,
                                        stop_after=5, progress=False, hash_="h")
     assert not finished and part.step == 5 and state.exists()
-    resumed, finished = V.train_tokenizer(config, classifier, state_path=state,
+    resumed, finished = vq_train.train_tokenizer(config, classifier, state_path=state,
                                           checkpoint_every=3, progress=False, hash_="h")
     assert finished and resumed.step == 8
     assert _states_equal(resumed.model.state_dict(), whole.model.state_dict())
@@ -160,61 +161,61 @@ def test_training_is_deterministic_and_resumes_to_the_same_weights(tmp_path, cla
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in whole.history]
     # the state of another config is refused, naming the file and the mismatch
     with pytest.raises(V.VQCheckpointError, match=r"run\.partial\.pt.*steps: file 8 != wanted 9"):
-        V.train_tokenizer(tiny(kind="vqgan", steps=9), classifier, state_path=state,
+        vq_train.train_tokenizer(tiny(kind="vqgan", steps=9), classifier, state_path=state,
                           progress=False, hash_="h")
 
 
 # ----------------------------------------------------------------------------- checkpoints
 def test_checkpoint_round_trip_gives_identical_tokens(tmp_path):
     config = tiny(kind="vqvae", steps=3)
-    tr, _ = V.train_tokenizer(config, progress=False)
-    path = V.save_tokenizer(tmp_path / "vq.pt", config, "abc", tr.model, tr.history, {})
-    loaded, payload = V.load_tokenizer(path, config, "abc")
-    pics = V.heldout_pictures(config, 5)
+    tr, _ = vq_train.train_tokenizer(config, progress=False)
+    path = vq_train.save_tokenizer(tmp_path / "vq.pt", config, "abc", tr.model, tr.history, {})
+    loaded, payload = vq_train.load_tokenizer(path, config, "abc")
+    pics = vq_eval.heldout_pictures(config, 5)
     assert torch.equal(V.encode(loaded, pics), V.encode(tr.model, pics))
     assert len(payload["history"]) == 3
-    again, _ = V.load_tokenizer(path)          # rebuilt from the config stored in the file
+    again, _ = vq_train.load_tokenizer(path)          # rebuilt from the config stored in the file
     assert torch.equal(V.encode(again, pics), V.encode(tr.model, pics))
     assert not list(tmp_path.glob(".*.tmp"))   # nothing half-written left behind
 
 
 def test_mismatched_or_corrupt_checkpoints_name_the_file_and_the_problem(tmp_path):
     config = tiny(kind="vqvae", steps=1)
-    tr, _ = V.train_tokenizer(config, progress=False)
-    path = V.save_tokenizer(tmp_path / "vq.pt", config, "abc", tr.model, [], {})
+    tr, _ = vq_train.train_tokenizer(config, progress=False)
+    path = vq_train.save_tokenizer(tmp_path / "vq.pt", config, "abc", tr.model, [], {})
     with pytest.raises(V.VQCheckpointError, match=r"vq\.pt.*codebook: file 16 != wanted 32"):
-        V.load_tokenizer(path, tiny(kind="vqvae", steps=1, codebook=32))
+        vq_train.load_tokenizer(path, tiny(kind="vqvae", steps=1, codebook=32))
     with pytest.raises(V.VQCheckpointError, match=r"vq\.pt.*hash: file 'abc' != wanted 'xyz'"):
-        V.load_tokenizer(path, config, "xyz")
+        vq_train.load_tokenizer(path, config, "xyz")
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(checkpoint.CheckpointError, match=r"bad\.pt: cannot read"):
-        V.load_tokenizer(bad)
+        vq_train.load_tokenizer(bad)
     torch.save({"format": "nuwa-judge"}, tmp_path / "judge.pt")
     with pytest.raises(V.VQCheckpointError, match=r"judge\.pt: not a tokenizer checkpoint"):
-        V.load_tokenizer(tmp_path / "judge.pt")
+        vq_train.load_tokenizer(tmp_path / "judge.pt")
     state = torch.load(path, weights_only=True)
     state["state_dict"].pop("decoder.out.weight")
     torch.save(state, tmp_path / "cut.pt")
     with pytest.raises(V.VQCheckpointError, match=r"cut\.pt: weights do not fit"):
-        V.load_tokenizer(tmp_path / "cut.pt")
+        vq_train.load_tokenizer(tmp_path / "cut.pt")
 
 
 def test_get_tokenizer_trains_once_then_loads(artifacts):
     cfg = {"name": "smoke", "seed": 0, "world": {"canvas": 32, "split_sizes": {"train": 64}},
            "vqgan": {"common": {k: v for k, v in TINY.items() if k != "train_size"},
                      "models": {"sk": {"kind": "seg", "steps": 2}}}}
-    vq, info = V.get_tokenizer(cfg, "sk", progress=False)
+    vq, info = vq_train.get_tokenizer(cfg, "sk", progress=False)
     assert info["source"] == "trained" and len(info["history"]) == 2
     assert not list((artifacts / "smoke" / "vqgan").glob("*.partial.pt"))
-    again, info2 = V.get_tokenizer(cfg, "sk", progress=False)
+    again, info2 = vq_train.get_tokenizer(cfg, "sk", progress=False)
     assert info2["source"] == "loaded" and info2["path"] == info["path"]
     assert _states_equal(vq.state_dict(), again.state_dict())
     with pytest.raises(ValueError, match="'nope' is not one of: sk"):
-        V.get_tokenizer(cfg, "nope")
+        vq_train.get_tokenizer(cfg, "nope")
     cfg["vqgan"]["models"]["sk"]["steps"] = 3        # another config: not found in the cache
     with pytest.raises(FileNotFoundError, match=r"sk-[0-9a-f]{12}\.pt"):
-        V.get_tokenizer(cfg, "sk", train_if_missing=False)
+        vq_train.get_tokenizer(cfg, "sk", train_if_missing=False)
 
 
 def test_tokenizers_trained_in_worker_processes_equal_those_trained_alone(artifacts, tmp_path,
@@ -223,10 +224,10 @@ def test_tokenizers_trained_in_worker_processes_equal_those_trained_alone(artifa
     cfg = {"name": "smoke", "seed": 0, "world": {"canvas": 32, "split_sizes": {"train": 64}},
            "vqgan": {"common": common, "workers": 2,
                      "models": {"a": {"kind": "seg", "steps": 3}, "b": {"kind": "vqvae", "steps": 2}}}}
-    got = V.get_tokenizers(cfg, progress=False)
+    got = vq_train.get_tokenizers(cfg, progress=False)
     assert set(got) == {"a", "b"} and all(info["source"] == "loaded" for _, info in got.values())
     monkeypatch.setenv("NUWA_ARTIFACTS_DIR", str(tmp_path / "alone"))
     for name in ("a", "b"):
-        alone, info = V.get_tokenizer(cfg, name, progress=False)
+        alone, info = vq_train.get_tokenizer(cfg, name, progress=False)
         assert info["source"] == "trained"
         assert _states_equal(alone.state_dict(), got[name][0].state_dict())

@@ -6,13 +6,12 @@ import sys
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
-from nuwa_lib import world as w
+from nuwa_lib.data import splits, world as w
 
-VIDEO_ROLES = [r for r, s in w.ROLES.items() if s.kind == "video"]
-IMAGE_ROLES = [r for r, s in w.ROLES.items() if s.kind == "image"]
+VIDEO_ROLES = [r for r, s in splits.ROLES.items() if s.kind == "video"]
+IMAGE_ROLES = [r for r, s in splits.ROLES.items() if s.kind == "image"]
 N_BG = len(w.BACKGROUNDS)
 
 
@@ -39,38 +38,38 @@ def _digest(s):
 @pytest.mark.parametrize("role,split", [("cc", "train"), ("vatex", "val"),
                                         ("cocostuff", "test"), ("msrvtt", "zeroshot")])
 def test_same_arguments_give_byte_identical_samples_regardless_of_call_order(role, split):
-    first = w.sample(role, split, 5, seed=3)
+    first = splits.sample(role, split, 5, seed=3)
     for i in range(20):
-        w.sample(role, split, i, seed=3)
-        w.sample("moments", "train", i, seed=1)
-    assert _same(first, w.sample(role, split, 5, seed=3))
+        splits.sample(role, split, i, seed=3)
+        splits.sample("moments", "train", i, seed=1)
+    assert _same(first, splits.sample(role, split, 5, seed=3))
 
 
 def test_samples_are_identical_in_a_fresh_process():
-    code = ("from nuwa_lib import world as w; import hashlib; "
+    code = ("from nuwa_lib.data import splits as w; import hashlib; "
             "s = w.sample('vspw', 'train', 7, seed=11); "
             "print(hashlib.sha256(s.video.tobytes() + s.seg.tobytes() "
             "+ s.caption.encode()).hexdigest())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                          env=dict(os.environ, PYTHONHASHSEED="123"))
-    assert out.stdout.strip() == _digest(w.sample("vspw", "train", 7, seed=11))
+    assert out.stdout.strip() == _digest(splits.sample("vspw", "train", 7, seed=11))
 
 
 def test_different_index_split_role_or_seed_gives_different_samples():
-    base = w.sample("cc", "train", 0)
-    others = [w.sample("cc", "train", 1), w.sample("cc", "val", 0),
-              w.sample("mscoco", "train", 0), w.sample("cc", "train", 0, seed=1)]
+    base = splits.sample("cc", "train", 0)
+    others = [splits.sample("cc", "train", 1), splits.sample("cc", "val", 0),
+              splits.sample("mscoco", "train", 0), splits.sample("cc", "train", 0, seed=1)]
     assert all(not _same(base, o) for o in others)
-    digests = {_digest(w.sample("cc", "train", i)) for i in range(50)}
+    digests = {_digest(splits.sample("cc", "train", i)) for i in range(50)}
     assert len(digests) == 50
 
 
 # ----------------------------------------------------------------------------- captions
 def test_captions_parse_back_to_the_scene_and_use_only_the_vocabulary():
-    for role in w.ROLES:
+    for role in splits.ROLES:
         for i in range(40):
-            s = w.sample(role, "train", i)
+            s = splits.sample(role, "train", i)
             assert s.caption == s.caption.lower()
             assert set(s.caption.split()) <= set(w.VOCABULARY)
             parsed = w.parse_caption(s.caption)
@@ -98,20 +97,20 @@ def test_caption_templates_read_naturally():
 
 
 def test_labels_are_the_first_objects_class_indices():
-    s = w.sample("kinetics", "train", 2)
+    s = splits.sample("kinetics", "train", 2)
     o = s.scene.objects[0]
     assert s.labels == {"shape": w.SHAPES.index(o.shape), "colour": w.COLOURS.index(o.colour),
                         "size": w.SIZES.index(o.size), "position": w.POSITIONS.index(o.position),
                         "background": w.BACKGROUNDS.index(s.scene.background),
                         "motion": w.MOTIONS.index(o.motion)}
-    assert "motion" not in w.sample("cc", "train", 2).labels
+    assert "motion" not in splits.sample("cc", "train", 2).labels
 
 
 # ----------------------------------------------------------------------------- pixels and seg
 @pytest.mark.parametrize("canvas", [32, 64])
 def test_object_pixels_have_the_exact_object_colour(canvas):
     for i in range(60):
-        s = w.sample("cc", "train", i, canvas=canvas)
+        s = splits.sample("cc", "train", i, canvas=canvas)
         for o in s.scene.objects:
             mask = w._mask(o.shape, o.size, o.cx, o.cy, canvas)
             covered = np.zeros_like(mask)
@@ -124,7 +123,7 @@ def test_object_pixels_have_the_exact_object_colour(canvas):
 
 def test_the_labelled_first_object_stays_at_least_half_visible():
     for i in range(200):
-        scene = w.sample("mscoco", "test", i).scene
+        scene = splits.sample("mscoco", "test", i).scene
         if len(scene.objects) == 2:
             first, second = (w._mask(o.shape, o.size, o.cx, o.cy, 32) for o in scene.objects)
             assert (first & ~second).sum() >= w.MIN_VISIBLE * first.sum()
@@ -134,7 +133,7 @@ def test_the_labelled_first_object_stays_at_least_half_visible():
 def test_single_object_centroid_lies_in_its_caption_position_cell(canvas):
     seen = 0
     for i in range(150):
-        s = w.sample("cocostuff", "val", i, canvas=canvas)
+        s = splits.sample("cocostuff", "val", i, canvas=canvas)
         if len(s.scene.objects) != 1:
             continue
         seen += 1
@@ -148,7 +147,7 @@ def test_seg_maps_agree_with_pixels():
     object_rgbs = np.array(list(w.COLOUR_RGB.values()))
     for role in ("cocostuff", "vspw"):
         for i in range(40):
-            s = w.sample(role, "train", i)
+            s = splits.sample(role, "train", i)
             px, seg = _pixels(s).reshape(-1, 3).astype(int), s.seg.reshape(-1)
             is_obj_colour = (px[:, None, :] == object_rgbs[None]).all(-1).any(-1)
             assert (seg[is_obj_colour] >= N_BG).all()
@@ -173,7 +172,7 @@ def test_every_background_texture_stays_far_from_every_object_colour(canvas):
 def test_texture_depends_only_on_background_seed_and_canvas_and_is_the_same_in_every_frame():
     a, b = w.texture("water", 5, 32), w.texture("water", 5, 32)
     assert np.array_equal(a, b) and not np.array_equal(a, w.texture("water", 6, 32))
-    s = w.sample("vspw", "train", 3)
+    s = splits.sample("vspw", "train", 3)
     bg = s.seg < N_BG
     tex = w.texture(s.scene.background, s.scene.texture_seed, 32)
     for t in range(len(s.video)):
@@ -185,7 +184,7 @@ def test_objects_first_move_in_their_caption_direction_and_still_objects_stay_pu
     step = w.DEFAULT_SPEED
     for role in ("kinetics", "bair"):
         for i in range(80):
-            s = w.sample(role, "train", i)
+            s = splits.sample(role, "train", i)
             motion = w.parse_caption(s.caption)["objects"][0]["motion"]
             c0, c1 = _centroid(s.seg[0] >= N_BG), _centroid(s.seg[1] >= N_BG)
             dx, dy = w._DIRECTION[motion]
@@ -224,14 +223,14 @@ def test_heldout_combinations_never_appear_in_training_splits_of_video_roles():
     for role in VIDEO_ROLES:
         for split, n in (("train", 150), ("val", 60), ("test", 60)):
             for i in range(n):
-                scene = w.sample(role, split, i, frames=1).scene
+                scene = splits.sample(role, split, i, frames=1).scene
                 assert not w.is_heldout(scene), (role, split, i)
 
 
 def test_every_zeroshot_sample_has_a_heldout_first_object():
     for role in VIDEO_ROLES:
         for i in range(60):
-            scene = w.sample(role, "zeroshot", i, frames=2).scene
+            scene = splits.sample(role, "zeroshot", i, frames=2).scene
             first = w.Scene(scene.background, scene.texture_seed, scene.objects[:1])
             assert w.is_heldout(first), (role, i)
 
@@ -239,7 +238,7 @@ def test_every_zeroshot_sample_has_a_heldout_first_object():
 def test_zeroshot_split_of_an_image_role_is_an_error():
     for role in IMAGE_ROLES:
         with pytest.raises(ValueError, match="zeroshot"):
-            w.sample(role, "zeroshot", 0)
+            splits.sample(role, "zeroshot", 0)
 
 
 # ----------------------------------------------------------------------------- counterfactuals
@@ -302,45 +301,45 @@ def test_counterfactual_pairs_change_one_thing_and_never_create_heldout_combinat
 
 # ----------------------------------------------------------------------------- splits & stats
 def test_world_split_is_a_lazy_sequence_over_sample():
-    ds = w.WorldSplit("bair", "val", 5, seed=2, frames=4)
+    ds = splits.WorldSplit("bair", "val", 5, seed=2, frames=4)
     assert len(ds) == 5 and ds[4].video.shape == (4, 32, 32, 3)
-    assert _same(ds[-1], w.sample("bair", "val", 4, seed=2, frames=4))
+    assert _same(ds[-1], splits.sample("bair", "val", 4, seed=2, frames=4))
     assert _same(ds[np.int64(1)], ds[1])
     with pytest.raises(IndexError):
         ds[5]
     with pytest.raises(IndexError):
         ds[-6]
-    assert len(list(w.WorldSplit("cc", "train", 0))) == 0
+    assert len(list(splits.WorldSplit("cc", "train", 0))) == 0
 
 
 def test_attribute_stats_counts_every_value():
-    samples = [w.sample("vatex", "train", i, frames=1) for i in range(30)]
-    rows = w.attribute_stats(samples)
+    samples = [splits.sample("vatex", "train", i, frames=1) for i in range(30)]
+    rows = splits.attribute_stats(samples)
     by = {}
     for r in rows:
         by.setdefault(r["attribute"], {})[r["value"]] = r["count"]
     n_obj = sum(len(s.scene.objects) for s in samples)
     assert sum(by["shape"].values()) == sum(by["motion"].values()) == n_obj
     assert sum(by["background"].values()) == 30 and set(by["colour"]) == set(w.COLOURS)
-    assert "motion" not in {r["attribute"] for r in w.attribute_stats([w.sample("cc", "train", 0)])}
+    assert "motion" not in {r["attribute"] for r in splits.attribute_stats([splits.sample("cc", "train", 0)])}
 
 
 # ----------------------------------------------------------------------------- errors
 BAD_CALLS = [
-    (lambda: w.sample("foo", "train", 0), "role 'foo'.*cc, moments"),
-    (lambda: w.sample("cc", "dev", 0), "split 'dev'.*train, val, test, zeroshot"),
-    (lambda: w.sample("cc", "train", -1), "index"),
-    (lambda: w.sample("cc", "train", 0, seed=-3), "seed"),
-    (lambda: w.sample("cc", "train", 0, canvas=48), "canvas 48.*32, 64"),
-    (lambda: w.sample("vatex", "train", 0, frames=0), "frames"),
-    (lambda: w.WorldSplit("cc", "train", -1), "size"),
-    (lambda: w.WorldSplit("kinetics", "zeroshot", 3, canvas=16), "canvas"),
+    (lambda: splits.sample("foo", "train", 0), "role 'foo'.*cc, moments"),
+    (lambda: splits.sample("cc", "dev", 0), "split 'dev'.*train, val, test, zeroshot"),
+    (lambda: splits.sample("cc", "train", -1), "index"),
+    (lambda: splits.sample("cc", "train", 0, seed=-3), "seed"),
+    (lambda: splits.sample("cc", "train", 0, canvas=48), "canvas 48.*32, 64"),
+    (lambda: splits.sample("vatex", "train", 0, frames=0), "frames"),
+    (lambda: splits.WorldSplit("cc", "train", -1), "size"),
+    (lambda: splits.WorldSplit("kinetics", "zeroshot", 3, canvas=16), "canvas"),
     (lambda: w.random_scene(np.random.default_rng(0), n_objects=3), "n_objects 3.*1, 2"),
-    (lambda: w.render_video(w.sample("cc", "train", 0).scene, frames=0), "frames"),
-    (lambda: w.change_attribute(w.sample("cc", "train", 0).scene, "texture", "x"), "attribute 'texture'"),
-    (lambda: w.change_attribute(w.sample("cc", "train", 0).scene, "shape", "hexagon"), "value 'hexagon'.*circle"),
-    (lambda: w.change_motion(w.sample("cc", "train", 0).scene, "sideways", 2), "motion 'sideways'.*up, down"),
-    (lambda: w.change_motion(w.sample("cc", "train", 0).scene, "up", 0), "after_frame"),
+    (lambda: w.render_video(splits.sample("cc", "train", 0).scene, frames=0), "frames"),
+    (lambda: w.change_attribute(splits.sample("cc", "train", 0).scene, "texture", "x"), "attribute 'texture'"),
+    (lambda: w.change_attribute(splits.sample("cc", "train", 0).scene, "shape", "hexagon"), "value 'hexagon'.*circle"),
+    (lambda: w.change_motion(splits.sample("cc", "train", 0).scene, "sideways", 2), "motion 'sideways'.*up, down"),
+    (lambda: w.change_motion(splits.sample("cc", "train", 0).scene, "up", 0), "after_frame"),
     (lambda: w.counterfactual_pair(np.random.default_rng(0), "motion"), "attribute 'motion'"),
     (lambda: w.Obj("circle", "pink", "small", "top", 8, 8), "colour 'pink'"),
     (lambda: w.Scene("grass", 0, (w.Obj("circle", "red", "small", "top", 15, 8),) * 2), "distinct"),
@@ -359,11 +358,11 @@ def test_bad_arguments_raise_value_errors_naming_the_argument(call, match):
 
 # ----------------------------------------------------------------------------- properties
 @settings(max_examples=40, deadline=None)
-@given(role=st.sampled_from(sorted(w.ROLES)), split=st.sampled_from(["train", "val", "test"]),
+@given(role=st.sampled_from(sorted(splits.ROLES)), split=st.sampled_from(["train", "val", "test"]),
        index=st.integers(0, 2**40), seed=st.integers(0, 2**31), canvas=st.sampled_from([32, 64]))
 def test_any_sample_has_the_right_dtype_shape_seg_range_and_a_lowercase_caption(
         role, split, index, seed, canvas):
-    s = w.sample(role, split, index, seed=seed, canvas=canvas, frames=3)
+    s = splits.sample(role, split, index, seed=seed, canvas=canvas, frames=3)
     px = _pixels(s)
     shape = (canvas, canvas) if s.image is not None else (3, canvas, canvas)
     assert px.dtype == np.uint8 and px.shape == shape + (3,)

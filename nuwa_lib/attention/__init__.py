@@ -20,9 +20,21 @@ from typing import Optional, Tuple
 
 import torch
 
-from .masks import (MASK_KINDS, attention_mask, axial_mask, block_mask, check_causal,
-                    check_extent, check_shape, count_pairs, full_mask, grid_coordinates,
-                    nearby_mask, project_coordinates, resolve_extent)
+from .masks import (
+    MASK_KINDS,
+    attention_mask,
+    axial_mask,
+    block_mask,
+    check_causal,
+    check_extent,
+    check_shape,
+    count_pairs,
+    full_mask,
+    grid_coordinates,
+    nearby_mask,
+    project_coordinates,
+    resolve_extent,
+)
 from .reference import reference_attention, reference_nearby_attention
 from .torch_masked import torch_masked_attention
 from .torch_nearby import plan_nearby, torch_nearby_attention
@@ -35,7 +47,7 @@ __all__ = [
     "project_coordinates", "grid_coordinates", "resolve_extent", "reference_attention",
     "reference_nearby_attention", "torch_nearby_attention", "torch_masked_attention",
     "plan_nearby",
-    "triton_nearby_attention", "validate_attention_args",
+    "triton_nearby_attention", "validate_attention_args", "run_nearby_attention",
 ]
 
 
@@ -131,8 +143,14 @@ def nearby_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_shape,
                          "(= the whole axis), got None")
     q_shape, kv_shape, extent = validate_attention_args(q, k, v, q_shape, kv_shape, extent,
                                                         causal, global_kv)
-    if global_kv is not None:
-        global_kv = tuple(global_kv)
+    return run_nearby_attention(q, k, v, q_shape, kv_shape, extent, causal,
+                                None if global_kv is None else tuple(global_kv), backend)
+
+
+def run_nearby_attention(q, k, v, q_shape, kv_shape, extent, causal=False, global_kv=None,
+                         backend: str = "auto") -> torch.Tensor:
+    """:func:`nearby_attention` without its argument checks: for callers whose shapes are
+    right by construction (the model's layers, which check their inputs once per forward)."""
     if backend == "auto":
         backend = "triton" if q.is_cuda else "torch"
     if backend == "reference":

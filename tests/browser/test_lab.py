@@ -39,7 +39,7 @@ from PIL import Image
 
 from nuwa_lib import viz
 from nuwa_lib.pipeline import notebook_order
-from nuwa_lib.profiles import load_profile
+from nuwa_lib.utils.profiles import load_profile
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "build" / "browser"            # git-ignored (build/)

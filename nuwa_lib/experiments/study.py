@@ -1,0 +1,499 @@
+"""How NÜWA and its tokenizer learn the world: learning curves against training compute.
+
+The paper trains at one scale and reports where it ended (Sec. 4.1); at toy scale the question
+comes first: how much compute does a model of a given width need before its samples say what
+their prompts say, and where does the tokenizer cap that? The study answers it on the world,
+with the judges of notebook 01 (DESIGN §7) and the profile's ``study:`` section:
+
+* **model arms** -- one task (T2I or T2V) trained from scratch at a width (``dim``), batch size
+  and learning rate; at a few steps along the run (geometrically spaced, the last one the end
+  of the schedule) the validation loss (mean cross-entropy per target token on the ``val``
+  split), and the judges' Acc and CLIPSIM of samples for held-out ``test`` prompts, beside the
+  same prompts' real pictures through the VQ-GAN (the ceiling a model writing those tokens can
+  reach);
+* **tokenizer arms** -- the profile's image tokenizer (notebook 02) at a ``width`` trained for
+  ``steps``; at points along the run the world classifier's Acc on held-out test pictures
+  after the VQ-GAN, against the same pictures before it, and the share of shapes it still
+  reads.
+
+Intermediate points are read off one run whose schedule (warm-up, cosine decay) spans the
+whole run, as learning curves usually are; only the last point is a finished run. Training
+compute is counted, not timed: 6 x (the encoder's linear weights x condition tokens + the
+decoder's and output layer's linear weights x target tokens) per sample (forward and
+backward; attention scores, windowed and small here, are left out). Each arm is a pure
+function of its config and seed, cached as JSON under ``artifacts/<profile>/study/``, and
+arms run ``workers`` at a time in separate processes.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Mapping, Sequence
+
+import torch
+import torch.nn as nn
+
+from ..data import tasks as T
+from ..evaluation import metrics
+from ..tokenizers import token_sets, vq_eval, vq_train, vqgan
+from ..training import task_data
+from ..utils import checkpoint, progress as P
+from ..utils.cache import artifact_path, fetch, key_hash
+from ..utils.files import write_json
+from ..utils.pool import map_in_processes
+
+STUDY_VERSION = 1
+TASKS = ("T2I", "T2V")
+SECTION_KEYS = {"threads", "workers", "targets", "points", "prompts", "val", "data_size", "top_k",
+                "temperature", "models", "tokenizers"}
+
+
+@dataclass(frozen=True)
+class ModelArm:
+    """One task from scratch at a width, batch size and learning rate, for ``steps``."""
+    task: str
+    dim: int
+    batch_size: int
+    lr: float
+    steps: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.task} d={self.dim} b={self.batch_size} lr={self.lr:g}"
+
+
+@dataclass(frozen=True)
+class TokenizerArm:
+    """The profile's image tokenizer at ``width`` channels, trained for ``steps``."""
+    width: int
+    steps: int
+
+    @property
+    def label(self) -> str:
+        return f"tokenizer width={self.width}"
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    models: tuple
+    tokenizers: tuple
+    points: int = 4            # evaluation points per arm
+    prompts: int = 64          # held-out test prompts sampled per point
+    val: int = 256             # validation samples for the loss
+    data_size: int = 4000      # training samples tokenized per task
+    temperature: float = 1.0
+    top_k: int | None = 32
+    workers: int = 1           # arms at once, one process each (wall time only)
+    threads: int = 1           # torch threads per arm (speed only)
+    targets: tuple = ()        # ((task or "tokenizer", share the arm should reach), ...)
+
+    @classmethod
+    def from_profile(cls, cfg: Mapping[str, Any]) -> "StudyConfig":
+        section = dict(cfg.get("study") or {})
+        if not section:
+            raise ValueError("the profile has no study: section (model and tokenizer arms)")
+        unknown = set(section) - SECTION_KEYS
+        if unknown:
+            raise ValueError(f"study: unknown key(s) {sorted(unknown)}; allowed: "
+                             f"{', '.join(sorted(SECTION_KEYS))}")
+        models = tuple(_arm(ModelArm, f"study.models[{i}]", a)
+                       for i, a in enumerate(section.pop("models", None) or []))
+        toks = tuple(_arm(TokenizerArm, f"study.tokenizers[{i}]", a)
+                     for i, a in enumerate(section.pop("tokenizers", None) or []))
+        for i, a in enumerate(models):
+            if a.task not in TASKS:
+                raise ValueError(f"study.models[{i}].task must be one of {TASKS}, got {a.task!r}")
+        targets = section.pop("targets", None) or {}
+        if not isinstance(targets, Mapping) or any(
+                t not in TASKS + ("tokenizer",) or not isinstance(v, (int, float))
+                or not 0 < v <= 1 for t, v in targets.items()):
+            raise ValueError(f"study.targets must map tasks of {TASKS} (Acc as a share of the "
+                             f"ceiling) or 'tokenizer' (Acc after / before) to shares in (0, 1], "
+                             f"got {targets!r}")
+        c = cls(models=models, tokenizers=toks, targets=tuple(sorted(targets.items())),
+                **section)
+        for name in ("points", "prompts", "val", "data_size", "workers", "threads"):
+            v = getattr(c, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"study.{name} must be a positive integer, got {v!r}")
+        return c
+
+    def eval_key(self) -> dict:
+        """What an arm's numbers depend on besides the arm (not workers or threads)."""
+        return {k: v for k, v in asdict(self).items()
+                if k not in ("models", "tokenizers", "workers", "threads", "targets")}
+
+
+def _arm(kind, where: str, values) -> Any:
+    names = [f for f in kind.__dataclass_fields__]
+    if not isinstance(values, Mapping) or set(values) != set(names):
+        raise ValueError(f"{where} must set exactly {names}, got {values!r}")
+    arm = kind(**values)
+    for f in names:
+        v = getattr(arm, f)
+        if f == "lr":
+            if not isinstance(v, (int, float)) or v <= 0:
+                raise ValueError(f"{where}.lr must be a positive number, got {v!r}")
+        elif f != "task" and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise ValueError(f"{where}.{f} must be a positive integer, got {v!r}")
+    return arm
+
+
+def eval_steps(steps: int, points: int) -> list:
+    """``points`` steps of a run of ``steps``, geometrically spaced, the last one ``steps``."""
+    if points < 1 or steps < 1:
+        raise ValueError(f"need steps >= 1 and points >= 1, got {steps}, {points}")
+    first = max(1, steps // 2 ** (points - 1))
+    out = sorted({int(round(first * (steps / first) ** (i / max(1, points - 1))))
+                  for i in range(points)})
+    out[-1] = steps
+    return out
+
+
+def _linear_weights(module: nn.Module) -> int:
+    return sum(m.weight.numel() for m in module.modules() if isinstance(m, nn.Linear))
+
+
+def flops_per_sample(model, cond_tokens: int, target_tokens: int) -> int:
+    """Training FLOPs of one sample (forward + backward, linear layers only, see above)."""
+    enc = sum(_linear_weights(layer) for layer in model.encoder)
+    dec = sum(_linear_weights(layer) for layer in model.decoder)
+    out = 0 if model.to_logits is None else model.to_logits.weight.numel()
+    return 6 * (enc * cond_tokens + (dec + out) * target_tokens)
+
+
+# ---------------------------------------------------------------------- model arms
+def _model_plan(cfg, arm: ModelArm, sc: StudyConfig, tokenizers):
+    from ..training import runs
+
+    return runs.plan(cfg, (arm.task,), model_overrides={"dim": arm.dim},
+                      train_overrides={"steps": arm.steps, "batch_size": arm.batch_size,
+                                       "lr": arm.lr, "data_size": sc.data_size},
+                      tokenizers=tokenizers, progress=False)
+
+
+def _val_loss(trainer, data) -> float:
+    total, n = 0.0, len(data)
+    with torch.no_grad():
+        trainer.net.eval()
+        for i in range(0, n, 64):
+            idx = list(range(i, min(n, i + 64)))
+            total += float(trainer.loss(data.batch(idx))) * len(idx)
+    return total / n
+
+
+def _readout(judges, pixels, captions, video: bool) -> dict:
+    r = metrics.readout(judges, pixels, captions, video)
+    return {"Acc": r["Acc"], "colour": r.get("colour"), "shape": r.get("shape"),
+            "CLIPSIM": r["CLIPSIM"]}
+
+
+def model_curve(cfg, arm: ModelArm, sc: StudyConfig, judges, tokenizers, *,
+                progress=False) -> list:
+    """The rows of one model arm: one per evaluation step (see the module docstring)."""
+    from ..generation import generate
+    from ..training import runs, trainer
+
+    p = _model_plan(cfg, arm, sc, tokenizers)
+    ws = task_data.world_settings(cfg)
+    data = runs.build_data(p.tasks, p.roles, tokenizers, sc.data_size, profile=p.profile,
+                            progress=progress, **ws)
+    role = p.roles[arm.task]
+    val = task_data.task_data(arm.task, role, "val", sc.val, tokenizers, profile=p.profile, **ws)
+    test = task_data.task_data(arm.task, role, "test", sc.prompts, tokenizers, profile=p.profile,
+                              **ws)
+    tr = trainer.Trainer(p.model_config, p.config, data)
+    first = test.batch([0])
+    per_sample = flops_per_sample(tr.model, first.cond.tokens.shape[1], first.target[0].numel())
+    video = T.get_task(arm.task).target == "video"
+    rows, ceiling = [], None
+    for step in eval_steps(arm.steps, sc.points):
+        tr.run(until=step, progress=progress)
+        g = generate.generate(tr.model, test, range(sc.prompts), tokenizers.visual,
+                              temperature=sc.temperature, top_k=sc.top_k, seed=p.config.seed)
+        if ceiling is None:
+            ceiling = _readout(judges, g.real, g.captions, video)
+        got = _readout(judges, g.samples, g.captions, video)
+        rows.append({"task": arm.task, "dim": arm.dim, "batch": arm.batch_size, "lr": arm.lr,
+                     "steps": arm.steps, "step": step, "parameters": sum(
+                         q.numel() for q in tr.model.parameters()),
+                     "samples": step * arm.batch_size,
+                     "TFLOP": step * arm.batch_size * per_sample / 1e12,
+                     "val loss": _val_loss(tr, val), **got,
+                     **{f"ceiling {k}": v for k, v in ceiling.items()},
+                     "Acc / ceiling": got["Acc"] / ceiling["Acc"] if ceiling["Acc"] else None,
+                     "prompts": sc.prompts})
+    return rows
+
+
+# ------------------------------------------------------------------ tokenizer arms
+def _tokenizer_config(cfg, arm: TokenizerArm) -> vqgan.VQConfig:
+    section = cfg.get("vqgan") or {}
+    base = vqgan.configs_from_profile(cfg)[section.get("tokenizer")]
+    return replace(base, width=arm.width, steps=arm.steps)
+
+
+def tokenizer_curve(cfg, arm: TokenizerArm, sc: StudyConfig, judges, *, progress=False) -> list:
+    """The rows of one tokenizer arm: the classifier's reading of held-out test pictures
+    before and after the VQ-GAN, at each evaluation step."""
+    config = _tokenizer_config(cfg, arm)
+    ws = task_data.world_settings(cfg)
+    jcanvas = ws["canvas"]
+    pics = vq_eval.heldout_pictures(config, sc.prompts)
+    caps = task_data.captions_of("mscoco", "test", range(sc.prompts), **ws)
+    raw = metrics.attribute_agreement(judges.classifier, vq_eval.downsample(pics, jcanvas), caps)
+    tr = vq_train.Trainer(config, judges.classifier, jcanvas)
+    rows = []
+    for step in eval_steps(arm.steps, sc.points):
+        tr.run(until=step, progress=progress)
+        rec = vqgan.reconstruct(tr.model, pics)
+        got = metrics.attribute_agreement(judges.classifier, vq_eval.downsample(rec, jcanvas), caps)
+        rows.append({"width": arm.width, "steps": arm.steps, "step": step,
+                     "parameters": sum(q.numel() for q in tr.model.parameters()),
+                     "Acc before": raw["all"], "Acc after": got["all"],
+                     "Acc after / before": got["all"] / raw["all"] if raw["all"] else None,
+                     "shape before": raw["shape"], "shape after": got["shape"],
+                     "colour after": got["colour"], "SSIM": metrics.ssim(pics, rec),
+                     "pictures": sc.prompts})
+    return rows
+
+
+# --------------------------------------------------------------------------- runs
+def _identity(cfg, kind: str, arm, sc: StudyConfig, tokenizers=None) -> tuple:
+    """(cache path, key) of an arm: its config, the study's evaluation settings, the judges
+    and (model arms) the training run's hash, which covers the tokenizers and the world."""
+    from ..evaluation import judge_nets
+
+    jcfg = judge_nets.JudgesConfig.from_profile(cfg)
+    key = {"version": STUDY_VERSION, "kind": kind, "arm": asdict(arm), "eval": sc.eval_key(),
+           "judges": {n: judge_nets.config_hash(n, jcfg) for n in ("classifier", "clip", "video")}}
+    if kind == "model":
+        key["run"] = _model_plan(cfg, arm, sc, tokenizers).hash
+    else:
+        config = _tokenizer_config(cfg, arm)
+        key["tokenizer"] = vqgan.config_hash(config, key["judges"]["classifier"])
+    profile = cfg.get("name")
+    name = arm.label.replace(" ", "_").replace("=", "")
+    hash_ = key_hash(checkpoint.canonical(key))
+    return artifact_path(profile, "study", name, hash_, ".json"), key
+
+
+def _run_arm(cfg, kind: str, arm, tokenizers=None, progress=False) -> list:
+    """One arm's rows, from the cache or computed (and cached)."""
+    from ..evaluation import judges as J
+
+    sc = StudyConfig.from_profile(cfg)
+    if kind == "model" and tokenizers is None:
+        tokenizers = token_sets.profile_tokenizers(cfg, sketch=False, progress=False)
+    path, key = _identity(cfg, kind, arm, sc, tokenizers)
+
+    def load(path):
+        try:
+            payload = json.loads(path.read_text())
+            if payload.get("key") == checkpoint.canonical(key):
+                return payload["rows"]
+        except (OSError, ValueError, KeyError):
+            pass
+        raise checkpoint.CheckpointError(f"{path}: not a study result of this arm (corrupt or "
+                                         f"another config); delete it to rerun the arm")
+
+    def build():
+        torch.set_num_threads(sc.threads)
+        judges = J.get_judges(cfg, names=("classifier", "clip", "video"), progress=False)
+        if kind == "model":
+            rows = model_curve(cfg, arm, sc, judges, tokenizers, progress=progress)
+        else:
+            rows = tokenizer_curve(cfg, arm, sc, judges, progress=progress)
+        write_json(path, {"key": checkpoint.canonical(key), "rows": rows})
+        return rows
+
+    return fetch(path, load, build)[0]
+
+
+def run_study(cfg, *, tokenizers=None, progress=True) -> dict:
+    """{"models": rows, "tokenizers": rows} of every arm of the profile's ``study:``, the
+    missing arms computed ``workers`` at a time (costliest first), the rest from the cache."""
+    from ..evaluation import judges as J
+
+    sc = StudyConfig.from_profile(cfg)
+    # the judges and the profile's tokenizers first, here, so workers only read their caches
+    J.get_judges(cfg, names=("classifier", "clip", "video"), progress=progress)
+    if tokenizers is None:
+        tokenizers = token_sets.profile_tokenizers(cfg, sketch=False, progress=progress)
+    arms = [("tokenizer", a) for a in sc.tokenizers] + [("model", a) for a in sc.models]
+    missing = [(k, a) for k, a in arms if not _identity(cfg, k, a, sc, tokenizers)[0].exists()]
+    missing.sort(key=lambda ka: -_cost(*ka))
+    bar = P.bar(total=len(arms), initial=len(arms) - len(missing), desc="study arms",
+                progress=progress)
+    if missing and sc.workers > 1:
+        def done(i, _):
+            bar.set_postfix_str(missing[i][1].label)
+            bar.update(1)
+
+        map_in_processes(_run_arm, [(dict(cfg), k, a, tokenizers, P.for_workers())
+                                    for k, a in missing], sc.workers, done=done)
+    else:
+        for k, a in missing:
+            bar.set_postfix_str(a.label)
+            _run_arm(cfg, k, a, tokenizers, progress=progress)
+            bar.update(1)
+    bar.close()
+    rows = {"models": [], "tokenizers": []}
+    for k, a in arms:
+        rows["models" if k == "model" else "tokenizers"] += _run_arm(cfg, k, a, tokenizers)
+    return rows
+
+
+def _cost(kind: str, arm) -> float:
+    """A rough relative cost, to start the long arms first (wall time only)."""
+    if kind == "tokenizer":
+        return arm.steps * arm.width ** 2 * 8.0
+    tokens = 512 if arm.task == "T2V" else 64
+    return arm.steps * arm.batch_size * tokens * arm.dim ** 2 / 1e3
+
+
+# ------------------------------------------------------------------------ reading
+ARM_KEYS = ("task", "dim", "batch", "lr", "steps")   # what tells one model arm's rows apart
+
+
+def final_rows(rows: Sequence[Mapping], keys=ARM_KEYS) -> list:
+    """The last point of every arm."""
+    last: dict = {}
+    for r in rows:
+        k = tuple(r[c] for c in keys)
+        if k not in last or r["step"] > last[k]["step"]:
+            last[k] = r
+    return list(last.values())
+
+
+def arm_label(r: Mapping) -> str:
+    """A model arm's name in tables and figures: "d=64 b=16 lr=0.001, 1500 steps"."""
+    return f"d={r['dim']} b={r['batch']} lr={r['lr']:g}, {r['steps']} steps"
+
+
+def best_arm(rows: Sequence[Mapping], task: str, by: str = "Acc / ceiling") -> Mapping:
+    """The finished arm of ``task`` with the highest ``by`` (ties: the higher CLIPSIM, the
+    lower val loss, then the lower compute)."""
+    finished = [r for r in final_rows(rows) if r["task"] == task]
+    if not finished:
+        raise ValueError(f"the study has no arm of task {task!r}")
+    return max(finished, key=lambda r: (_value(r[by]), r["CLIPSIM"], -r["val loss"], -r["TFLOP"]))
+
+
+def _value(x) -> float:
+    """A ratio that may be undefined (None: a ceiling of 0) as a number that sorts last."""
+    return -1.0 if x is None or not math.isfinite(x) else float(x)
+
+
+def compute_to_reach(rows: Sequence[Mapping], task: str, target: float,
+                     by: str = "Acc / ceiling") -> float | None:
+    """The least training compute (TFLOP) at which any point of ``task`` reached ``target``
+    of ``by``; None when no point did."""
+    hits = [r["TFLOP"] for r in rows if r["task"] == task and _value(r[by]) >= target]
+    return min(hits) if hits else None
+
+
+def extrapolate(rows: Sequence[Mapping], arm: Mapping, target: float,
+                by: str = "Acc / ceiling", x: str = "TFLOP", keys=ARM_KEYS) -> float | None:
+    """The ``x`` (compute, or a tokenizer's steps) at which ``arm``'s curve would reach
+    ``target`` of ``by`` if it kept the log-linear slope of its last two points; None when
+    it does not rise there. ``keys``: the columns that tell the arm's rows apart."""
+    pts = sorted(((r[x], r[by]) for r in rows if all(r[k] == arm[k] for k in keys)),
+                 key=lambda p: p[0])
+    if len(pts) < 2 or any(_value(v) < 0 for _, v in pts[-2:]):
+        return None
+    (c0, v0), (c1, v1) = pts[-2:]
+    slope = (v1 - v0) / math.log10(c1 / c0)
+    if v1 >= target:
+        return c1
+    if slope <= 0:
+        return None
+    return c1 * 10 ** ((target - v1) / slope)
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{x:.2f}"
+
+
+def findings(model_rows: Sequence[Mapping], tokenizer_rows: Sequence[Mapping],
+             cfg: Mapping[str, Any], targets: Mapping[str, float]) -> str:
+    """What the study's numbers show, as Markdown bullets written from the rows (nothing
+    typed by hand): per task the best finished arm, the widths and the batch / learning-rate
+    variants at their last point, when ``targets[task]`` (a share of the ceiling's Acc) was
+    or would be reached; per tokenizer width its Acc after / before and shapes kept, and when
+    ``targets["tokenizer"]`` would be reached; and the profile's own model and tokenizer."""
+    out = []
+    model = cfg.get("model") or {}
+    for task in dict.fromkeys(r["task"] for r in model_rows):
+        done = sorted((r for r in final_rows(model_rows) if r["task"] == task),
+                      key=lambda r: (r["batch"], r["lr"], r["dim"], r["steps"]))
+        best = best_arm(model_rows, task)
+        arms = "; ".join(f"{arm_label(r)}: Acc/ceiling "
+                         f"{_pct(r['Acc / ceiling'])}, CLIPSIM {r['CLIPSIM']:.3f}, val loss "
+                         f"{r['val loss']:.3f} at {r['TFLOP']:.3g} TFLOP" for r in done)
+        out.append(f"* **{task}** (ceiling on the same {best['prompts']} prompts: Acc "
+                   f"{best['ceiling Acc']:.3f}, CLIPSIM {best['ceiling CLIPSIM']:.3f}). "
+                   f"At the end of each run: {arms}.")
+        out.append(f"  Best: {arm_label(best)} (Acc/ceiling {_pct(best['Acc / ceiling'])}, "
+                   f"CLIPSIM {best['CLIPSIM']:.3f}).")
+        target = targets.get(task)
+        if target is not None:
+            reached = compute_to_reach(model_rows, task, target)
+            if reached is not None:
+                out.append(f"  The target Acc ≥ {target:g} × ceiling was first reached at "
+                           f"{reached:.3g} TFLOP.")
+            else:
+                guess = extrapolate(model_rows, best, target)
+                tail = ("its curve does not rise at the end, so no extrapolation is made"
+                        if guess is None else f"extrapolating its last two points "
+                        f"(log-linear) gives about {guess:.3g} TFLOP, "
+                        f"{guess / best['TFLOP']:.1f}× the best arm's compute")
+                out.append(f"  No point reached the target Acc ≥ {target:g} × ceiling; "
+                           f"{tail}.")
+        if model.get("dim") is not None:
+            out.append(f"  The profile's model has d={model['dim']}.")
+    common = (cfg.get("vqgan") or {}).get("common") or {}
+    goal = targets.get("tokenizer")
+    for r in final_rows(tokenizer_rows, keys=("width", "steps")):
+        line = (f"* **Tokenizer, width {r['width']}** after {r['step']} steps: Acc "
+                f"{r['Acc after']:.3f} after the VQ-GAN against {r['Acc before']:.3f} before "
+                f"({_pct(r['Acc after / before'])} of it); shapes read {r['shape after']:.3f} "
+                f"(before {r['shape before']:.3f}); SSIM {r['SSIM']:.3f}.")
+        if goal is not None and _value(r["Acc after / before"]) < goal:
+            steps = extrapolate(tokenizer_rows, r, goal, by="Acc after / before", x="step",
+                                keys=("width", "steps"))
+            line += (f" Acc after / before ≥ {goal:g} is not reached; "
+                     + ("its curve does not rise at the end." if steps is None else
+                        f"extrapolating its last two points (log-linear in steps) gives about "
+                        f"{steps:,.0f} steps."))
+        elif goal is not None:
+            line += f" It keeps Acc after / before ≥ {goal:g}."
+        out.append(line)
+    if common:
+        out.append(f"* The profile's tokenizers use width {common.get('width')} and "
+                   f"{common.get('steps')} steps.")
+    return "\n".join(out)
+
+
+# the notebooks' sections whose ``{steps: ...}`` overrides train a NÜWA model
+TRAINING_SECTIONS = ("t2i", "s2i", "t2v", "v2v", "s2v", "multitask")
+
+
+def training_runs(cfg: Mapping[str, Any]) -> list:
+    """Every NÜWA training stage the profile configures, as rows (section, stage, steps,
+    batch, samples seen, data size): what the study sized. Eq. 16's pretraining is
+    ``train:``; the others are the ``{steps: ...}`` overrides of the task notebooks' sections."""
+    base = cfg.get("train") or {}
+
+    def row(section, stage, over):
+        steps, batch = over.get("steps"), over.get("batch_size", base.get("batch_size"))
+        return {"section": section, "stage": stage, "steps": steps, "batch": batch,
+                "samples": steps * batch, "data size": over.get("data_size",
+                                                                 base.get("data_size"))}
+
+    rows = [row("train", "pretraining (Eq. 16)", base)]
+    for name in TRAINING_SECTIONS:
+        rows += [row(name, stage, over) for stage, over in (cfg.get(name) or {}).items()
+                 if isinstance(over, Mapping) and "steps" in over]
+    return rows
