@@ -117,7 +117,7 @@ def section(cfg: Mapping[str, Any], name: str) -> dict:
         raise KeyError(f"the profile {cfg.get('name')!r} has no section {name!r}")
     S = cfg[name]
     if S.get("threads"):
-        import torch
+        import torch     # (repro itself stays light: the pipeline imports it)
 
         torch.set_num_threads(int(S["threads"]))
     return S

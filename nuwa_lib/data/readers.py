@@ -1,7 +1,8 @@
-"""Real datasets (Sec. 4, 4.1): readers for the paper's data on disk, and the path from them
-to training. Built on :mod:`nuwa_lib.tokenizers.token_sets` (token sets, :class:`~nuwa_lib.tokenizers.token_sets.
-TaskData`), which never imports this module: ``datasets.task_data(task, reader)`` reaches
-:func:`real_task_data` through :meth:`Reader.task_data`.
+"""Real datasets (Sec. 4, 4.1): readers for the paper's data on disk. The files they decode
+are :mod:`nuwa_lib.data.media`, a profile's ``data:`` section is :mod:`nuwa_lib.data.catalog`,
+the tokens made from a reader are :mod:`nuwa_lib.tokenizers.real_tokens`, and
+``task_data(task, reader)`` (:mod:`nuwa_lib.training.task_data`) turns a reader into training
+data; this module imports none of the higher ones.
 
 **Readers.** Each is an indexable sequence of :class:`RealSample` -- the fields of the
 world's :class:`nuwa_lib.data.world.Sample` that real data has: ``image`` (H, W, 3) uint8 or
@@ -44,17 +45,9 @@ naming it; a malformed annotation, an unreadable picture or an undecodable video
 :class:`DataError` naming the file and what is wrong. With ``skip_bad=True`` a listed file
 that is missing, and a sample that cannot be read, are skipped with a warning naming it.
 
-**Configuration.** A profile's ``data:`` section (:data:`DATA_DEFAULTS`) names the datasets,
-their layout below each root, and the dataset each task trains on; roots come from the
-environment (``NUWA_DATA_<NAME>``, e.g. ``NUWA_DATA_CC``) or from ``root:`` in a YAML file
-merged over the profile (:func:`apply_override`, the CLI's ``--override``).
-
-**Training data.** :func:`real_tokens` turns a reader into tokens (a :class:`RealTokens`,
-which :class:`nuwa_lib.training.task_data.TaskData` takes like the world's), cached as
-``artifacts/<profile>/tokens/real-<name>-<split>-<hash>.pt``; under ``torchrun`` each process
-encodes its share and rank 0 merges them. :func:`prepare` builds everything a run needs --
-tokenizers (a BPE trained on the datasets' own captions), tokens, :class:`TaskData` per task
--- and is what ``python -m nuwa_lib.training.cli --real-data`` calls.
+The ``data:`` section (roots from ``NUWA_DATA_<NAME>`` or an override file) is
+:mod:`nuwa_lib.data.catalog`; :func:`nuwa_lib.training.task_data.prepare` builds everything a
+real-data run needs and is what ``python -m nuwa_lib.training.cli --real-data`` calls.
 """
 from __future__ import annotations
 

@@ -459,7 +459,8 @@ def readout(judges, pixels, captions, video: bool) -> dict:
     ("Acc": every named attribute agrees), each attribute's agreement and CLIPSIM. ``pixels``:
     (N, 1, H, W, 3) images or (N, T, H, W, 3) videos; ``judges`` a
     :class:`~nuwa_lib.evaluation.judges.Judges` (its video network reads videos)."""
-    pix = np.asarray(pixels) if video else np.asarray(pixels)[:, 0]
+    pix = np.asarray(pixels)
+    pix = pix if video else pix[:, 0]
     agree = attribute_agreement(judges.video if video else judges.classifier, pix, captions)
     named = ("background", "colour", "shape", "size", "position", "motion")
     return {"Acc": agree["all"], **{a: agree[a] for a in named if a in agree},

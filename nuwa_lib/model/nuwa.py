@@ -129,11 +129,16 @@ class Nuwa(nn.Module):
     # -- teacher forcing --------------------------------------------------------------
     def encode(self, cond: Condition) -> torch.Tensor:
         """The encoder output C^(L) (B, Nc, dim), Eq. (14)."""
+        return self._encode(cond)[0]
+
+    def _encode(self, cond: Condition) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """(C^(L), the condition's padding mask or None): the decoder's cross-attention hides
+        the same padded keys as the encoder."""
         x, keep = self._condition(_check_condition(cond))
         extent = self.config.extent(cond.modality)
         for layer in self.encoder:
             x = layer(x, cond.grid, extent, keep)
-        return self.encoder_norm(x)
+        return self.encoder_norm(x), keep
 
     def forward(self, cond: Condition, target_tokens: torch.Tensor) -> torch.Tensor:
         """Logits (B, N, codebook_size) for every target slot, given the tokens before it.
@@ -141,8 +146,7 @@ class Nuwa(nn.Module):
         target_tokens: (B, s, h, w) visual token ids (an image has s = 1); slot t of the
         output predicts token t in raster order (time-major)."""
         ids, grid = self._target(target_tokens, _check_condition(cond).batch_size)
-        memory = self.encode(cond)
-        cond_keep = _padding(cond)
+        memory, cond_keep = self._encode(cond)
         cross_extent, self_extent = self._extents(cond, grid)
         bos = self.bos.expand(ids.shape[0], 1, -1)
         y = torch.cat([bos, self.visual_embedding(ids[:, :-1])], dim=1)  # shift right
@@ -163,8 +167,7 @@ class Nuwa(nn.Module):
         """Encode ``cond`` once and set up a cache for a target of ``target_grid`` (s, h, w)."""
         c = self.config
         grid = _check_grid("target grid", target_grid, c.target_tokens)
-        memory = self.encode(cond)
-        cond_keep = _padding(cond)
+        memory, cond_keep = self._encode(cond)
         cross_extent, self_extent = self._extents(cond, grid)
         B, n, dev = memory.shape[0], math.prod(grid), str(memory.device)
         cross = [layer.cross_attn.keys_values(memory) for layer in self.decoder]

@@ -16,15 +16,16 @@ With a profile the result is cached as ``artifacts/<profile>/tokens/<role>-<spli
 variant, and content hashes of the tokenizers' weights or BPE), so notebooks never encode
 twice and a retrained tokenizer never reads stale tokens.
 
-:class:`TaskData` is one task's view of such tokens: ``batch(indices)`` gives the model's
-inputs (a :class:`~nuwa_lib.model.config.Condition` and the target grid) plus the prime mask that
-sampling uses. The tokenizers are arguments (:class:`Tokenizers`), so tests can pass
+One task's view of such tokens is :class:`~nuwa_lib.training.task_data.TaskData`:
+``batch(indices)`` gives the model's inputs (a :class:`~nuwa_lib.model.config.Condition` and
+the target grid) plus the prime mask that sampling uses. The tokenizers are arguments (:class:`Tokenizers`), so tests can pass
 untrained ones; :func:`profile_tokenizers` fetches the profile's.
 
-Real part. The readers of the paper's datasets and their tokens (:class:`~nuwa_lib.data.readers.
-RealTokens`, which :class:`TaskData` takes too) live in :mod:`nuwa_lib.data.readers`, which builds
-on this module (never the other way round); ``task_data(task, reader, ...)`` asks the reader
-for its task data (:meth:`nuwa_lib.data.readers.Reader.task_data`).
+Real part. The tokens of the paper's datasets (:class:`~nuwa_lib.tokenizers.real_tokens.
+RealTokens`, which ``TaskData`` takes too) are :mod:`nuwa_lib.tokenizers.real_tokens`, which
+builds on this module (never the other way round); ``task_data(task, reader, ...)`` turns a
+reader (:mod:`nuwa_lib.data.readers`) into task data through
+:func:`nuwa_lib.training.task_data.real_task_data`.
 """
 from __future__ import annotations
 
@@ -136,7 +137,7 @@ def profile_tokenizers(cfg: Mapping[str, Any], *, profile: str | None = None, sk
 class WorldTokens:
     """``n`` samples of a role's split as tokens (see the module docstring). Visual and
     sketch grids are int16 (int32 for codebooks over 32,767 codes), text ids int32;
-    :class:`TaskData` hands them to the model as int64."""
+    :class:`~nuwa_lib.training.task_data.TaskData` hands them to the model as int64."""
     role: str
     split: str
     n: int

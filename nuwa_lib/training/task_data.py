@@ -24,80 +24,6 @@ from ..tokenizers.real_tokens import (
 from ..tokenizers.token_sets import Tokenizers, WorldTokens, world_tokens
 
 
-def real_task_data(task, reader: Reader, tokenizers: Tokenizers, *, n: int | None = None,
-                   profile: str | None = None, progress=True, tokens: RealTokens | None = None
-                   ) -> TaskData:
-    """Task ``task`` on a real dataset: :func:`real_tokens` viewed through
-    :class:`~nuwa_lib.training.task_data.TaskData` (batches for the model, prime masks)."""
-    t = T.get_task(task)
-    if t.counterfactual:
-        raise ValueError(f"task {t.name} is evaluated zero-shot against counterfactual ground "
-                         f"truth that only the Shapes World has; it has no real training data")
-    if tokens is None:
-        tokens = real_tokens(reader, tokenizers, n=n, profile=profile, progress=progress)
-    none_ids = tokenizers.none_condition()[0] if t.reads_none else None
-    return TaskData(t, tokens, none_ids)
-
-
-# --------------------------------------------------------------------------- a run
-def prepare(cfg: Mapping[str, Any], tasks=T.PRETRAIN_TASKS, *, rank: int = 0, world_size: int = 1,
-            device: str | None = None, untrained=False, max_samples: int | None = None,
-            progress=True):
-    """Everything a training run on real data needs: ``(tokenizers, {task: TaskData},
-    data key)``. Each task reads the dataset ``data.tasks`` names for it; the text BPE is
-    trained on the datasets' captions (rank 0 first, the others read its cache); tokens
-    are encoded once per dataset (every process its share, on ``device``) and cached. The
-    data key (frames, fps, size and every dataset's key) goes into the run's hash."""
-    profile = cfg.get("name")
-    if not profile:
-        raise ValueError("cfg has no 'name' (the profile)")
-    d = data_config(cfg)
-    names = task_datasets(cfg, tasks)
-    sketch = any(T.get_task(t).reads_sketch for t in names)
-    size = d["size"] or visual_canvas(cfg)
-    readers = {name: open_dataset(cfg, name, size=size) for name in dict.fromkeys(names.values())}
-    for t, name in names.items():
-        task, r = T.get_task(t), readers[name]
-        if task.video != (r.kind == "video"):
-            raise ValueError(f"task {t} needs {task.target}s but dataset {name!r} "
-                             f"({r.fmt}) holds {r.kind}s (data.tasks.{t})")
-        if task.reads_caption and not r.captioned:
-            raise ValueError(f"task {t} reads captions but dataset {name!r} has none: give its "
-                             f"caption file (data.datasets.{name}) or another dataset")
-        if task.reads_sketch and not r.has_seg:
-            raise ValueError(f"task {t} reads sketches but dataset {name!r} ({r.fmt}) has no "
-                             f"class maps")
-    build = lambda quiet: real_tokenizers(cfg, list(readers.values()), sketch=sketch,  # noqa: E731
-                                          untrained=untrained, progress=progress and not quiet)
-    tokenizers, error = None, None
-    if rank == 0:
-        try:
-            tokenizers = build(False)
-        except Exception as err:  # noqa: BLE001 - the others must not wait for rank 0
-            error = err
-    sync(error, world_size)
-    if rank != 0:
-        tokenizers = build(True)
-    if device is not None and str(device) != "cpu":
-        for vq in (tokenizers.visual, tokenizers.sketch):
-            if vq is not None:
-                vq.to(device)
-    n = max_samples or d["max_samples"]
-    try:
-        tokens = {name: real_tokens(r, tokenizers, n=n, profile=profile, rank=rank,
-                                    world_size=world_size, progress=progress)
-                  for name, r in readers.items()}
-    finally:
-        for vq in (tokenizers.visual, tokenizers.sketch):
-            if vq is not None:
-                vq.to("cpu")
-    data = {t: real_task_data(t, readers[name], tokenizers, tokens=tokens[name])
-            for t, name in names.items()}
-    key = {"frames": d["frames"], "fps": d["fps"], "size": size,
-           "datasets": {t: tokens[name].key for t, name in names.items()}}
-    return tokenizers, data, key
-
-
 # --------------------------------------------------------------------------- task view
 def tokens_kind(wt) -> str:
     """"image" or "video": a real dataset's tokens say (``RealTokens.kind``), a world role's
@@ -236,3 +162,78 @@ def captions_of(role: str, split: str, indices, *, seed=0, canvas=32, frames=8) 
     video = splits.ROLES[role].kind == "video"
     return [world.caption(splits.sample(role, split, int(i), seed, canvas, frames).scene, video)
             for i in indices]
+
+
+# --------------------------------------------------------------------------- real datasets
+def real_task_data(task, reader: Reader, tokenizers: Tokenizers, *, n: int | None = None,
+                   profile: str | None = None, progress=True, tokens: RealTokens | None = None
+                   ) -> TaskData:
+    """Task ``task`` on a real dataset: :func:`real_tokens` viewed through
+    :class:`~nuwa_lib.training.task_data.TaskData` (batches for the model, prime masks)."""
+    t = T.get_task(task)
+    if t.counterfactual:
+        raise ValueError(f"task {t.name} is evaluated zero-shot against counterfactual ground "
+                         f"truth that only the Shapes World has; it has no real training data")
+    if tokens is None:
+        tokens = real_tokens(reader, tokenizers, n=n, profile=profile, progress=progress)
+    none_ids = tokenizers.none_condition()[0] if t.reads_none else None
+    return TaskData(t, tokens, none_ids)
+
+
+# --------------------------------------------------------------------------- a run
+def prepare(cfg: Mapping[str, Any], tasks=T.PRETRAIN_TASKS, *, rank: int = 0, world_size: int = 1,
+            device: str | None = None, untrained=False, max_samples: int | None = None,
+            progress=True):
+    """Everything a training run on real data needs: ``(tokenizers, {task: TaskData},
+    data key)``. Each task reads the dataset ``data.tasks`` names for it; the text BPE is
+    trained on the datasets' captions (rank 0 first, the others read its cache); tokens
+    are encoded once per dataset (every process its share, on ``device``) and cached. The
+    data key (frames, fps, size and every dataset's key) goes into the run's hash."""
+    profile = cfg.get("name")
+    if not profile:
+        raise ValueError("cfg has no 'name' (the profile)")
+    d = data_config(cfg)
+    names = task_datasets(cfg, tasks)
+    sketch = any(T.get_task(t).reads_sketch for t in names)
+    size = d["size"] or visual_canvas(cfg)
+    readers = {name: open_dataset(cfg, name, size=size) for name in dict.fromkeys(names.values())}
+    for t, name in names.items():
+        task, r = T.get_task(t), readers[name]
+        if task.video != (r.kind == "video"):
+            raise ValueError(f"task {t} needs {task.target}s but dataset {name!r} "
+                             f"({r.fmt}) holds {r.kind}s (data.tasks.{t})")
+        if task.reads_caption and not r.captioned:
+            raise ValueError(f"task {t} reads captions but dataset {name!r} has none: give its "
+                             f"caption file (data.datasets.{name}) or another dataset")
+        if task.reads_sketch and not r.has_seg:
+            raise ValueError(f"task {t} reads sketches but dataset {name!r} ({r.fmt}) has no "
+                             f"class maps")
+    build = lambda quiet: real_tokenizers(cfg, list(readers.values()), sketch=sketch,  # noqa: E731
+                                          untrained=untrained, progress=progress and not quiet)
+    tokenizers, error = None, None
+    if rank == 0:
+        try:
+            tokenizers = build(False)
+        except Exception as err:  # noqa: BLE001 - the others must not wait for rank 0
+            error = err
+    sync(error, world_size)
+    if rank != 0:
+        tokenizers = build(True)
+    if device is not None and str(device) != "cpu":
+        for vq in (tokenizers.visual, tokenizers.sketch):
+            if vq is not None:
+                vq.to(device)
+    n = max_samples or d["max_samples"]
+    try:
+        tokens = {name: real_tokens(r, tokenizers, n=n, profile=profile, rank=rank,
+                                    world_size=world_size, progress=progress)
+                  for name, r in readers.items()}
+    finally:
+        for vq in (tokenizers.visual, tokenizers.sketch):
+            if vq is not None:
+                vq.to("cpu")
+    data = {t: real_task_data(t, readers[name], tokenizers, tokens=tokens[name])
+            for t, name in names.items()}
+    key = {"frames": d["frames"], "fps": d["fps"], "size": size,
+           "datasets": {t: tokens[name].key for t, name in names.items()}}
+    return tokenizers, data, key
