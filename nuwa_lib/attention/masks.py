@@ -139,6 +139,20 @@ def _apply_causal(mask: torch.Tensor, causal: bool) -> torch.Tensor:
     return torch.tril(mask) if causal else mask
 
 
+def index_mask(q_idx, k_idx, q_shape, kv_shape, extent, causal) -> torch.Tensor:
+    """Exact nearby mask, Eq. (7), of the queries ``q_idx`` against the keys ``k_idx`` (raster
+    indices on ``q_shape`` and ``kv_shape``; ``extent`` resolved, no ``None``)."""
+    (s, h, w), (s2, h2, w2), (es, eh, ew) = q_shape, kv_shape, extent
+    qt, qi, qj = q_idx // (h * w), (q_idx // w) % h, q_idx % w
+    kt, ki, kj = k_idx // (h2 * w2), (k_idx // w2) % h2, k_idx % w2
+    mask = ((kt[None] - (qt * s2 // s)[:, None]).abs() <= es) \
+        & ((ki[None] - (qi * h2 // h)[:, None]).abs() <= eh) \
+        & ((kj[None] - (qj * w2 // w)[:, None]).abs() <= ew)
+    if causal:
+        mask &= k_idx[None] <= q_idx[:, None]
+    return mask
+
+
 # ------------------------------------------------------------------------------ masks
 @functools.lru_cache(maxsize=64)
 def _nearby_mask(q_shape, kv_shape, extent, causal, device) -> torch.Tensor:

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .masks import resolve_extent
+from .masks import index_mask, resolve_extent
 
 # (target_tile, max_frame_tile, target_band) in tokens: frames of up to max_frame_tile tokens
 # are grouped into tiles of about target_tile tokens; larger frames are cut into bands of
@@ -118,7 +118,7 @@ def plan_nearby(q_shape, kv_shape, extent, causal: bool, device: str,
         if causal:  # k_idx is increasing: drop the keys after the tile's last query
             k_idx = k_idx[: int((k_idx < qe).sum())]
         q_idx = torch.arange(qs, qe)
-        mask = _tile_mask(q_idx, k_idx, q_shape, kv_shape, (es, eh, ew), causal)
+        mask = index_mask(q_idx, k_idx, q_shape, kv_shape, (es, eh, ew), causal)
         key = (qe - qs, layout, len(k_idx), mask.numpy().tobytes())
         g = groups.setdefault(key, {"q": [], "k": [], "mask": mask})
         g["q"].append(q_idx)
@@ -189,7 +189,7 @@ def _merge_border_groups(groups: dict, q_shape, kv_shape, extent, causal) -> dic
                 k_idx = _layout_to_index(torch.arange(start, start + length), layout, w2, h2 * w2)
                 g["q"].append(q_idx)
                 g["k"].append((start, k_idx))
-                g["mask"].append(_tile_mask(q_idx, k_idx, q_shape, kv_shape, extent, causal))
+                g["mask"].append(index_mask(q_idx, k_idx, q_shape, kv_shape, extent, causal))
         g["mask"] = torch.stack(g["mask"])[:, None]  # (T, 1, q_len, length): per tile
         merged[(q_len, layout, length, "border")] = g
     return merged
@@ -222,19 +222,6 @@ def _layout_to_index(pos: torch.Tensor, layout, w2: int, hw2: int) -> torch.Tens
     k0, k1 = layout
     band = (k1 - k0 + 1) * w2
     return (pos // band) * hw2 + k0 * w2 + pos % band
-
-
-def _tile_mask(q_idx, k_idx, q_shape, kv_shape, extent, causal) -> torch.Tensor:
-    """Exact nearby mask, Eq. (7), of the queries q_idx against the keys k_idx."""
-    (s, h, w), (s2, h2, w2), (es, eh, ew) = q_shape, kv_shape, extent
-    qt, qi, qj = q_idx // (h * w), (q_idx // w) % h, q_idx % w
-    kt, ki, kj = k_idx // (h2 * w2), (k_idx // w2) % h2, k_idx % w2
-    mask = ((kt[None] - (qt * s2 // s)[:, None]).abs() <= es) \
-        & ((ki[None] - (qi * h2 // h)[:, None]).abs() <= eh) \
-        & ((kj[None] - (qj * w2 // w)[:, None]).abs() <= ew)
-    if causal:
-        mask &= k_idx[None] <= q_idx[:, None]
-    return mask
 
 
 @functools.lru_cache(maxsize=256)
