@@ -14,12 +14,35 @@ CHROMIUM ?= $(shell command -v chromium)
 LAB_PORT    ?= 8888
 LAB_RESULTS ?= build/lab-results
 
-venv: $(STAMP)
+# GPU=1 keeps the PyTorch $(PYTHON) already has (a CUDA build within pyproject.toml's range):
+# the venv sees $(PYTHON)'s site-packages and pip is held to that torch (and its torchvision and
+# triton, when there) instead of constraints.txt. A venv made so stays so: later commands need
+# no GPU=1.
+GPU ?= $(if $(shell grep -s 'include-system-site-packages = true' $(VENV)/pyvenv.cfg),1,0)
+# the torch, torchvision and triton already installed, as pins (empty when there is none)
+KEEP_TORCH = import importlib.metadata as m; names = ("torch", "torchvision", "triton"); \
+	print("\n".join(f"{n}=={m.version(n)}" for n in names if list(m.distributions(name=n))))
+GPU_VENV_CHECK = grep -qs 'include-system-site-packages = true' $(VENV)/pyvenv.cfg || { echo \
+	"make: $(VENV) was made without GPU=1 and has its own torch; rm -rf $(VENV), run again" >&2; exit 1; }
 
-# Reinstalls when pyproject.toml changes. torch/torchvision are pinned there.
-$(STAMP): pyproject.toml
+## Create .venv and install: exactly the versions CI tests (constraints.txt), or with GPU=1
+## the package around the PyTorch already installed.
+venv: $(STAMP)
+ifeq ($(GPU),1)
+	@$(GPU_VENV_CHECK)
+endif
+
+# Reinstalls when pyproject.toml or constraints.txt changes.
+$(STAMP): pyproject.toml constraints.txt
+ifeq ($(GPU),1)
+	@test -x $(PY) || $(PYTHON) -m venv --system-site-packages $(VENV)
+	@$(GPU_VENV_CHECK)
+	$(PY) -c '$(KEEP_TORCH)' >$(VENV)/keep-torch.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -c $(VENV)/keep-torch.txt -e '.[test]'
+else
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+endif
 	$(PY) -m ipykernel install --sys-prefix --name nuwa --display-name "Python (nuwa)" >/dev/null
 	@touch $(STAMP)
 

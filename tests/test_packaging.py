@@ -1,6 +1,9 @@
 """The repository's promises about itself: install files agree, notebooks are clean."""
 import json
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -28,11 +31,80 @@ def test_environment_yml_names_the_same_packages_as_pyproject():
     assert listed == wanted
 
 
-def test_torch_is_pinned_in_both_install_files():
-    pyproject = (ROOT / "pyproject.toml").read_text()
-    env = (ROOT / "environment.yml").read_text()
-    for text in (pyproject, env):
-        assert "torch==2.14.1" in text and "torchvision==0.29.1" in text
+# What CI tests: the exact pins of constraints.txt (the CPU build, and the Triton it requires).
+CI_PINS = {"torch": "2.14.1", "torchvision": "0.29.1", "triton": "3.8.0"}
+# The version on the GPU machines the project may be lent; pyproject's range must hold it.
+GPU_MACHINES = {"torch": "2.11.0", "torchvision": "0.26.0"}
+
+
+def _pins(lines) -> dict:
+    """name -> version of the ``name==version`` lines (comments and blank lines skipped)."""
+    pins = {}
+    for line in lines:
+        line = line.split("#", 1)[0].strip()
+        if "==" in line:
+            name, version = line.split("==", 1)
+            pins[_name(name)] = version.strip()
+    return pins
+
+
+def _release(version: str) -> tuple:
+    return tuple(int(part) for part in re.match(r"\d+(?:\.\d+)*", version).group().split("."))
+
+
+def _contains(spec: str, version: str) -> bool:
+    """Whether ``version`` satisfies the specifier ``spec`` (e.g. ">=2.11,<2.15")."""
+    try:
+        from packaging.specifiers import SpecifierSet
+    except ImportError:     # the plain release comparisons pyproject.toml uses
+        ops = {">=": tuple.__ge__, "<=": tuple.__le__, ">": tuple.__gt__, "<": tuple.__lt__,
+               "==": tuple.__eq__, "!=": tuple.__ne__}
+        for clause in filter(None, (c.strip() for c in spec.split(","))):
+            op, bound = re.fullmatch(r"(>=|<=|==|!=|>|<)\s*(\S+)", clause).groups()
+            a, b = _release(version), _release(bound)
+            n = max(len(a), len(b))
+            if not ops[op](a + (0,) * (n - len(a)), b + (0,) * (n - len(b))):
+                return False
+        return True
+    return SpecifierSet(spec).contains(version)
+
+
+def test_ci_versions_are_pinned_in_constraints_txt_and_environment_yml():
+    assert _pins((ROOT / "constraints.txt").read_text().splitlines()) == CI_PINS
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert _pins(pip_section) == CI_PINS
+
+
+def test_pyproject_declares_ranges_that_hold_the_pinned_versions():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    deps = {_name(r): r for r in project["dependencies"]}
+    for name in ("torch", "torchvision"):
+        spec = deps[name][len(name):].strip()
+        assert "==" not in spec and "<" in spec, f"{name}: a bounded range, not a pin ({spec!r})"
+        assert _contains(spec, CI_PINS[name]), (name, spec)
+        assert _contains(spec, GPU_MACHINES[name]), (name, spec)
+    assert _contains(">=2.11,<2.15", "2.14.1") and not _contains(">=2.11,<2.15", "2.15.0")
+
+
+def test_make_installs_with_the_constraints_file(tmp_path):
+    makefile = (ROOT / "Makefile").read_text()
+    stamp = re.search(r"^\$\(STAMP\):(.*)$", makefile, re.M).group(1).split()
+    assert {"pyproject.toml", "constraints.txt"} <= set(stamp)
+    if shutil.which("make") is None:
+        assert "-c constraints.txt" in makefile
+        return
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+
+    def pip_lines(*args):
+        out = subprocess.run(["make", "-n", "--no-print-directory", "-C", str(ROOT), "venv",
+                              f"VENV={tmp_path / 'venv'}", *args], env=env, check=True,
+                             capture_output=True, text=True).stdout
+        return [line for line in out.splitlines() if "-m pip install" in line]
+
+    default, gpu = pip_lines("GPU=0"), pip_lines("GPU=1")
+    assert len(default) == 1 and "-c constraints.txt" in default[0]
+    assert len(gpu) == 1 and "constraints.txt" not in gpu[0]   # keeps the installed torch
 
 
 def test_readme_opens_with_the_two_commands():

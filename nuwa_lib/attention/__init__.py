@@ -9,7 +9,12 @@ One semantics, several backends::
 * ``torch``     -- query tiles against contiguous key slices with batched SDPA,
   O(N * window); the default for CPU tensors.
 * ``triton``    -- fused forward/backward kernels with online softmax that visit only the
-  key blocks intersecting each query tile's window; the default for CUDA tensors.
+  blocks of the tile plan (:mod:`.tiles`): the tokens each tile's windows reach.
+* ``flex``      -- PyTorch's FlexAttention with a block mask from the nearby mask (compiled
+  on CUDA; on CPU forward only), the baseline a user would otherwise pick.
+
+``auto`` uses ``torch`` for CPU tensors and, for CUDA tensors, the backend the GPU record
+measured fastest (:mod:`.gpu_choice`; ``triton`` until a record exists).
 
 ``masked_attention`` runs full / block / axial / nearby attention for the ablations.
 """
@@ -37,16 +42,17 @@ from .masks import (
 )
 from .reference import reference_attention, reference_nearby_attention
 from .torch_masked import torch_masked_attention
+from .gpu_choice import measured_choice
 from .torch_nearby import plan_nearby, torch_nearby_attention
 
-BACKENDS = ("auto", "reference", "torch", "triton")
+BACKENDS = ("auto", "reference", "torch", "triton", "flex")
 
 __all__ = [
     "BACKENDS", "MASK_KINDS", "nearby_attention", "masked_attention", "count_pairs",
     "attention_mask", "nearby_mask", "full_mask", "block_mask", "axial_mask",
     "project_coordinates", "grid_coordinates", "resolve_extent", "reference_attention",
     "reference_nearby_attention", "torch_nearby_attention", "torch_masked_attention",
-    "plan_nearby",
+    "plan_nearby", "flex_nearby_attention", "measured_choice",
     "triton_nearby_attention", "validate_attention_args", "run_nearby_attention",
 ]
 
@@ -121,6 +127,13 @@ def triton_nearby_attention(q, k, v, q_shape, kv_shape, extent, causal=False, gl
                                              global_kv, **block_sizes)
 
 
+def flex_nearby_attention(q, k, v, q_shape, kv_shape, extent, causal=False, global_kv=None,
+                          **options):
+    """FlexAttention with the nearby block mask (imported lazily, like the Triton kernels)."""
+    from .flex_nearby import flex_nearby_attention as flex
+    return flex(q, k, v, q_shape, kv_shape, extent, causal, global_kv, **options)
+
+
 def nearby_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_shape, kv_shape, extent,
                      causal: bool = False,
                      global_kv: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
@@ -134,7 +147,8 @@ def nearby_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_shape,
     for ``q_shape == kv_shape``) also hides keys after the query in raster order.
     ``global_kv = (kg, vg)`` of shape (B, H, G, D) adds keys every query sees.
     Scores are scaled by 1/sqrt(D). ``backend``: one of :data:`BACKENDS`; ``auto`` uses
-    ``triton`` for CUDA tensors and ``torch`` otherwise. Returns (B, H, Nq, D).
+    ``torch`` for CPU tensors and the measured choice for CUDA tensors (see
+    :func:`measured_choice`). Returns (B, H, Nq, D).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -152,11 +166,13 @@ def run_nearby_attention(q, k, v, q_shape, kv_shape, extent, causal=False, globa
     """:func:`nearby_attention` without its argument checks: for callers whose shapes are
     right by construction (the model's layers, which check their inputs once per forward)."""
     if backend == "auto":
-        backend = "triton" if q.is_cuda else "torch"
+        backend = measured_choice()["backend"] if q.is_cuda else "torch"
     if backend == "reference":
         return reference_nearby_attention(q, k, v, q_shape, kv_shape, extent, causal, global_kv)
     if backend == "torch":
         return torch_nearby_attention(q, k, v, q_shape, kv_shape, extent, causal, global_kv)
+    if backend == "flex":
+        return flex_nearby_attention(q, k, v, q_shape, kv_shape, extent, causal, global_kv)
     return triton_nearby_attention(q, k, v, q_shape, kv_shape, extent, causal, global_kv)
 
 

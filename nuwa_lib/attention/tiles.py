@@ -23,13 +23,14 @@ that are used (the *score efficiency*).
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Tuple, Union
 
 import torch
 
-from .masks import index_mask, resolve_extent
+from .masks import axis_window, index_mask, resolve_extent
 
 TILINGS = ("rows", "boxes")
 Tiling = Union[str, Tuple[int, int, int]]
@@ -94,6 +95,74 @@ def _pad(rows: list, width: int) -> torch.Tensor:
     return out
 
 
+def _reach(coords: torch.Tensor, n: int, n2: int, e: int, side: str) -> torch.Tensor:
+    """The coordinates of the other grid that tokens at these coordinates of one axis can
+    interact with (Eq. 7 per axis; ``side`` as in :func:`tile_plan`)."""
+    window = axis_window(n, n2, e)  # (n queries, n2 keys)
+    near = window[coords].any(0) if side == "queries" else window[:, coords].any(1)
+    return near.nonzero().flatten()
+
+
+def _visits(q_shape, kv_shape, extent, causal, tiles, side):
+    """For each tile: its visibility mask against the candidate tokens of the other grid (the
+    product of the per-axis reaches of the tile, a superset of the union of its windows)."""
+    outer, other = (q_shape, kv_shape) if side == "queries" else (kv_shape, q_shape)
+    _, h, w = outer
+    _, h2, w2 = other
+    for t in tiles:
+        axes = [_reach(c.unique(), n, n2, e, side) if side == "queries"
+                else _reach(c.unique(), n2, n, e, side)
+                for c, n, n2, e in zip((t // (h * w), t // w % h, t % w), outer, other, extent)]
+        cand = (axes[0][:, None, None] * (h2 * w2) + axes[1][None, :, None] * w2
+                + axes[2][None, None, :]).flatten()
+        if side == "queries":
+            yield t, cand, index_mask(t, cand, q_shape, kv_shape, extent, causal)
+        else:
+            yield t, cand, index_mask(cand, t, q_shape, kv_shape, extent, causal).T
+
+
+def _candidates(shape, tile: int) -> list:
+    """Tilings :func:`best_tiling` compares: rows, and every box of more than 3/4 of a tile."""
+    boxes = [b for b in itertools.product(*(range(1, n + 1) for n in shape))
+             if 3 * tile // 4 < math.prod(b) <= tile]
+    return ["rows", *boxes]
+
+
+def estimated_scores(q_shape, kv_shape, extent, causal, tile: int, block: int,
+                     tiling: Tiling = "rows", side: str = "queries") -> int:
+    """The scores a plan would compute, from the tiles' candidate tokens alone (exact without
+    ``causal`` for box tiles; with it, candidates past the tile's last query (side
+    ``queries``) or before its first key (side ``keys``) are dropped, an upper bound)."""
+    extent = resolve_extent(tuple(extent), kv_shape)
+    outer, other = (q_shape, kv_shape) if side == "queries" else (kv_shape, q_shape)
+    _, h, w = outer
+    _, h2, w2 = other
+    n_blocks = 0
+    for t in tile_tokens(outer, tile, tiling):
+        axes = [_reach(c.unique(), n, n2, e, side) if side == "queries"
+                else _reach(c.unique(), n2, n, e, side)
+                for c, n, n2, e in zip((t // (h * w), t // w % h, t % w), outer, other, extent)]
+        if causal:
+            cand = (axes[0][:, None, None] * (h2 * w2) + axes[1][None, :, None] * w2
+                    + axes[2][None, None, :])
+            size = int((cand <= t.max()).sum() if side == "queries" else (cand >= t.min()).sum())
+        else:
+            size = math.prod(len(a) for a in axes)
+        n_blocks += -(-size // block)
+    return n_blocks * tile * block
+
+
+@functools.lru_cache(maxsize=64)
+def best_tiling(q_shape, kv_shape, extent, causal: bool, tile: int, block: int,
+                side: str = "queries") -> Tiling:
+    """Of rows and the boxes of :func:`_candidates`, the tiling with the fewest estimated
+    scores (ties: rows, then the boxes in order)."""
+    outer = q_shape if side == "queries" else kv_shape
+    counts = {t: estimated_scores(q_shape, kv_shape, extent, causal, tile, block, t, side)
+              for t in _candidates(outer, tile)}
+    return min(counts, key=counts.get)
+
+
 @functools.lru_cache(maxsize=64)
 def tile_plan(q_shape, kv_shape, extent, causal: bool, tile: int, block: int,
               tiling: Tiling = "rows", side: str = "queries", device: str = "cpu") -> TilePlan:
@@ -101,26 +170,21 @@ def tile_plan(q_shape, kv_shape, extent, causal: bool, tile: int, block: int,
 
     ``side="queries"``: tiles of ``tile`` queries visiting blocks of ``block`` keys (forward
     and dq); ``side="keys"``: tiles of ``tile`` keys visiting blocks of ``block`` queries (dk,
-    dv), i.e. the queries whose windows reach the tile.
+    dv), i.e. the queries whose windows reach the tile. ``tiling="auto"``: the
+    :func:`best_tiling` of this side.
     """
     extent = resolve_extent(tuple(extent), kv_shape)
-    outer, other = (q_shape, kv_shape) if side == "queries" else (kv_shape, q_shape)
-    everyone = torch.arange(math.prod(other))
-
-    def visible(t):  # (len(t), n_other) bool
-        if side == "queries":
-            return index_mask(t, everyone, q_shape, kv_shape, extent, causal)
-        return index_mask(everyone, t, q_shape, kv_shape, extent, causal).T
-
-    tiles = tile_tokens(outer, tile, tiling)
+    if tiling == "auto":
+        tiling = best_tiling(q_shape, kv_shape, extent, causal, tile, block, side)
+    tiles = tile_tokens(q_shape if side == "queries" else kv_shape, tile, tiling)
     blocks, starts, full, inside = [], [0], [], 0
-    for t in tiles:
-        m = visible(t)
+    for t, cand, m in _visits(q_shape, kv_shape, extent, causal, tiles, side):
         inside += int(m.sum())
-        cols = m.any(0).nonzero().flatten()
+        seen = m.any(0)
+        cols, m = cand[seen], m[:, seen]
         n = -(-len(cols) // block)
         lanes = torch.zeros(len(t), n * block, dtype=torch.bool)
-        lanes[:, :len(cols)] = m[:, cols]
+        lanes[:, :len(cols)] = m
         full.append(lanes.view(len(t), n, block).all(2).all(0))
         blocks.extend(cols.split(block))
         starts.append(len(blocks))

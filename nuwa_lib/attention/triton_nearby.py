@@ -28,6 +28,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .gpu_choice import measured_choice
 from .masks import resolve_extent
 from .tiles import tile_plan
 
@@ -282,12 +283,12 @@ def interpreted() -> bool:
     return type(_nearby_fwd_kernel).__name__ == "InterpretedFunction"
 
 
-DEFAULT_CUDA_BLOCKS = (64, 64, 4)   # (block_m, block_n, num_warps) without a measured choice
+DEFAULT_CUDA_BLOCKS = (64, 64, 4)   # (block_m, block_n, num_warps) until a GPU run measured
 
 
 def _config(q, D, block_m, block_n, num_warps, tiling, allow_tf32) -> dict:
     cuda = q.device.type == "cuda"
-    dm, dn, dw = DEFAULT_CUDA_BLOCKS if cuda else (16, 16, 4)
+    dm, dn, dw = (measured_choice()["blocks"] or DEFAULT_CUDA_BLOCKS) if cuda else (16, 16, 4)
     if allow_tf32 is None:
         allow_tf32 = torch.backends.cuda.matmul.allow_tf32
     return dict(block_m=block_m or dm, block_n=block_n or dn, num_warps=num_warps or dw,
@@ -375,7 +376,7 @@ class NearbyAttentionFunction(torch.autograd.Function):
 def triton_nearby_attention(q, k, v, q_shape, kv_shape, extent, causal=False,
                             global_kv: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
                             block_m: Optional[int] = None, block_n: Optional[int] = None,
-                            num_warps: Optional[int] = None, tiling="rows",
+                            num_warps: Optional[int] = None, tiling="auto",
                             allow_tf32: Optional[bool] = None):
     """3DNA, Eqs. (7)-(11), with the fused kernels. Arguments as ``nearby_attention``
     (assumed validated). ``block_m``/``block_n`` (powers of two >= 16), ``num_warps`` and
