@@ -23,9 +23,9 @@ CASES = {
 }
 
 
-def _inputs(case: dict, batch: int, heads: int, dim: int, dtype, generator):
+def _inputs(case: dict, batch: int, heads: int, dim: int, generator, device):
     def t(n):
-        return torch.randn(batch, heads, n, dim, generator=generator, dtype=dtype).requires_grad_()
+        return torch.randn(batch, heads, n, dim, generator=generator).to(device)
 
     q = t(math.prod(case["q_shape"]))
     k, v = t(math.prod(case["kv_shape"])), t(math.prod(case["kv_shape"]))
@@ -34,28 +34,30 @@ def _inputs(case: dict, batch: int, heads: int, dim: int, dtype, generator):
 
 
 def backend_errors(backends=("torch", "triton"), cases=None, seed: int = 0, batch: int = 1,
-                   heads: int = 2, dim: int = 16, dtype=torch.float32) -> list[dict]:
+                   heads: int = 2, dim: int = 16, dtype=torch.float32, device="cpu") -> list[dict]:
     """Max |output - reference| and max |gradient - reference gradient| (over q, k, v and
-    the global keys) for each backend and case."""
+    the global keys) for each backend and case; the backends get inputs in ``dtype``, the
+    dense reference runs in float32 on the same values."""
     from . import nearby_attention
 
     rows = []
     for name, case in (cases or CASES).items():
         gen = torch.Generator().manual_seed(seed)
-        q, k, v, glob = _inputs(case, batch, heads, dim, dtype, gen)
-        leaves = [q, k, v, *(glob or ())]
+        q, k, v, glob = _inputs(case, batch, heads, dim, gen, device)
         kw = {key: case[key] for key in ("q_shape", "kv_shape", "extent")}
         kw["causal"] = case.get("causal", False)
-        grad_out = torch.randn(batch, heads, q.shape[2], dim, generator=gen, dtype=dtype)
+        grad_out = torch.randn(batch, heads, q.shape[2], dim, generator=gen).to(device)
 
-        def run(backend):
-            out = nearby_attention(q, k, v, global_kv=glob, backend=backend, **kw)
-            grads = torch.autograd.grad(out, leaves, grad_out)
-            return out.detach(), grads
+        def run(backend, dtype):
+            leaves = [x.to(dtype).requires_grad_() for x in (q, k, v, *(glob or ()))]
+            out = nearby_attention(*leaves[:3], global_kv=tuple(leaves[3:]) or None,
+                                   backend=backend, **kw)
+            grads = torch.autograd.grad(out, leaves, grad_out.to(dtype))
+            return out.detach().float(), [g.float() for g in grads]
 
-        ref_out, ref_grads = run("reference")
+        ref_out, ref_grads = run("reference", torch.float32)
         for backend in backends:
-            out, grads = run(backend)
+            out, grads = run(backend, dtype)
             rows.append({
                 "case": name, "backend": backend,
                 "output_max_abs_error": float((out - ref_out).abs().max()),

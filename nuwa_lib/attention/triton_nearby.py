@@ -286,15 +286,19 @@ def interpreted() -> bool:
 DEFAULT_CUDA_BLOCKS = (64, 64, 4)   # (block_m, block_n, num_warps) until a GPU run measured
 
 
-def _config(q, D, block_m, block_n, num_warps, tiling, allow_tf32) -> dict:
-    cuda = q.device.type == "cuda"
+def kernel_config(device_type: str, dtype: torch.dtype, D: int, block_m=None, block_n=None,
+                  num_warps=None, tiling="auto", allow_tf32=None) -> dict:
+    """The kernels' configuration: block sizes (the measured choice on CUDA, else defaults),
+    tiling, and dot precision -- fp32 inputs use TF32 on CUDA when ``allow_tf32`` (None: as
+    ``torch.backends.cuda.matmul.allow_tf32``), IEEE fp32 otherwise."""
+    cuda = device_type == "cuda"
     dm, dn, dw = (measured_choice()["blocks"] or DEFAULT_CUDA_BLOCKS) if cuda else (16, 16, 4)
     if allow_tf32 is None:
         allow_tf32 = torch.backends.cuda.matmul.allow_tf32
     return dict(block_m=block_m or dm, block_n=block_n or dn, num_warps=num_warps or dw,
                 block_d=max(16, triton.next_power_of_2(D)), tiling=tiling,
-                precision="tf32" if q.dtype != torch.float32 or (cuda and allow_tf32) else "ieee",
-                upcast=interpreted() and q.dtype == torch.bfloat16)
+                precision="tf32" if dtype != torch.float32 or (cuda and allow_tf32) else "ieee",
+                upcast=interpreted() and dtype == torch.bfloat16)
 
 
 def _unit_stride(x: torch.Tensor) -> torch.Tensor:
@@ -395,7 +399,7 @@ def triton_nearby_attention(q, k, v, q_shape, kv_shape, extent, causal=False,
         kg = vg = q.new_zeros(B, NH, 0, D)
     else:
         kg, vg = global_kv
-    cfg = _config(q, D, block_m, block_n, num_warps, tiling, allow_tf32)
+    cfg = kernel_config(q.device.type, q.dtype, D, block_m, block_n, num_warps, tiling, allow_tf32)
     extent = resolve_extent(tuple(extent), kv_shape)
     return NearbyAttentionFunction.apply(q, k, v, kg, vg, q_shape, kv_shape, extent,
                                          bool(causal), cfg)

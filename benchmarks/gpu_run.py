@@ -1,0 +1,451 @@
+"""The one prepared GPU run of 3DNA (Sec. 3.2): checks, benchmark, autotuning, paper step.
+
+On a CUDA machine, with the PyTorch and Triton already installed there (nothing is
+installed), in at most ``--budget-s`` seconds (default 480), writing ``attention_gpu.json``
+into ``--out`` after every measurement, so a run cut short keeps what it measured:
+
+1. ``checks``    -- the Triton kernels compiled, fp32 and bf16, outputs and gradients against
+   the dense fp32 reference on the representative cases of notebook 03, and FlexAttention
+   likewise; plus the kernel test file under pytest when pytest and hypothesis are there;
+2. ``benchmark`` -- the causal 10x21x21 video, e=(3,3,3), B=8, H=20, D=64, bf16: Triton vs
+   compiled FlexAttention (same mask) vs SDPA with the dense nearby mask vs flash SDPA on
+   dense full causal attention (a different, denser pattern: the speed of light for dense
+   attention). Forward, backward, forward+backward (median ms of ``triton.testing.do_bench``),
+   peak memory, and *useful* TFLOP/s: 4 D flops per attended (query, key) pair forward and
+   8 D backward, counted exactly (``count_pairs``) for the 3DNA pattern, for every method.
+   Each method runs only after its output and gradients matched the fp32 reference on one
+   (batch, head) slice;
+3. ``autotune``  -- a few Triton block configurations (block_m, block_n, num_warps), each
+   checked, timed forward+backward on the same case;
+4. ``choice``    -- the fastest correct backend and Triton configuration, which
+   ``backend="auto"`` then uses on CUDA (:mod:`nuwa_lib.attention.gpu_choice`);
+5. ``paper_step``-- the ``paper`` profile's model (24 + 24 layers, d = 1280, 20 heads) on a
+   text-to-video step: 77 text tokens, a 10x21x21 target, bf16 autocast, Adam: target
+   tokens/s and peak memory per batch size, doubling the batch until it no longer fits.
+
+``--dry-run`` runs every part on the CPU with tiny shapes (Triton under the interpreter,
+FlexAttention eager and forward only, a two-layer model), so the script is known to work
+before a GPU is lent; the test suite runs it.
+
+Usage: python benchmarks/gpu_run.py [--dry-run] [--out results/bench] [--budget-s 480]
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TOL = {"float32": (1e-4, 1e-3), "bfloat16": (2e-2, 5e-2)}  # (output, gradients), x max |ref|
+FLOPS_PER_PAIR = {"fwd": 4, "bwd": 8, "fwd_bwd": 12}         # times D
+
+
+class Run:
+    """The record being written, its deadline, and the script's settings."""
+
+    def __init__(self, args):
+        import torch
+        self.args, self.torch = args, torch
+        self.dry = args.dry_run
+        self.device = "cpu" if self.dry else "cuda"
+        self.start = time.monotonic()
+        self.path = Path(args.out) / "attention_gpu.json"
+        self.record = {"benchmark": "3DNA on the GPU: one prepared run (benchmarks/gpu_run.py)",
+                       "dry_run": self.dry, "device": self._device_name(),
+                       "versions": {"torch": torch.__version__, "triton": _triton_version(),
+                                    "python": sys.version.split()[0]},
+                       "budget_s": args.budget_s, "parts": {}}
+
+    def _device_name(self):
+        if self.dry:
+            return "cpu (dry run: Triton interpreter, tiny shapes)"
+        return self.torch.cuda.get_device_name()
+
+    def left(self) -> float:
+        return self.args.budget_s - (time.monotonic() - self.start)
+
+    def save(self):
+        from nuwa_lib.utils.files import write_json
+        self.record["elapsed_s"] = round(time.monotonic() - self.start, 1)
+        write_json(self.path, self.record)
+
+    def part(self, name, fn, needs_s: float):
+        """Run one part, recording its result, its time, or why it did not run."""
+        if self.left() < needs_s:
+            self.record["parts"][name] = {"status": f"skipped: {max(0.0, self.left()):.0f} s left of the "
+                                                    f"budget, {needs_s:.0f} s needed"}
+            self.save()
+            return None
+        t0 = time.monotonic()
+        entry = self.record["parts"].setdefault(name, {})
+        entry["status"] = "running"
+        try:
+            fn(entry)
+            entry["status"] = "ok"
+        except Exception as err:  # noqa: BLE001 - one failed part must not lose the others
+            entry["status"] = f"failed: {type(err).__name__}: {err}"
+            entry["traceback"] = traceback.format_exc()[-3000:]
+        entry["seconds"] = round(time.monotonic() - t0, 1)
+        self.save()
+        return entry
+
+    def sync(self):
+        if not self.dry:
+            self.torch.cuda.synchronize()
+
+    def time_ms(self, fn) -> float:
+        if self.dry:
+            t0 = time.perf_counter()
+            fn()
+            return (time.perf_counter() - t0) * 1e3
+        from triton.testing import do_bench
+        return float(do_bench(fn, warmup=10, rep=50, return_mode="median"))
+
+
+def _triton_version():
+    try:
+        import triton
+        return triton.__version__
+    except ImportError:
+        return None
+
+
+# ------------------------------------------------------------------------------ cases
+def target_case(run: Run) -> dict:
+    if run.dry:
+        return dict(q_shape=(2, 4, 5), kv_shape=(2, 4, 5), extent=(1, 1, 1), causal=True,
+                    B=1, H=2, D=16, dtype="bfloat16")
+    return dict(q_shape=(10, 21, 21), kv_shape=(10, 21, 21), extent=(3, 3, 3), causal=True,
+                B=8, H=20, D=64, dtype="bfloat16")
+
+
+def methods(run: Run, case: dict, triton_options=None) -> dict:
+    """name -> fn(q, k, v) for the methods compared (all with the case's semantics but the
+    last, which is dense full causal attention)."""
+    import torch.nn.functional as F
+
+    from nuwa_lib.attention import nearby_mask
+    from nuwa_lib.attention.flex_nearby import flex_nearby_attention
+    from nuwa_lib.attention.triton_nearby import triton_nearby_attention
+    shape, kv, ext, causal = case["q_shape"], case["kv_shape"], case["extent"], case["causal"]
+    mask = nearby_mask(shape, kv, ext, causal, device=run.device)
+    opts = triton_options or {}
+    return {
+        "triton": lambda q, k, v: triton_nearby_attention(q, k, v, shape, kv, ext, causal, **opts),
+        "flex": lambda q, k, v: flex_nearby_attention(q, k, v, shape, kv, ext, causal,
+                                                      block_size=16 if run.dry else 128),
+        "masked_sdpa": lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=mask),
+        "flash_sdpa_full_causal": lambda q, k, v: F.scaled_dot_product_attention(
+            q, k, v, is_causal=True),
+    }
+
+
+def _inputs(run: Run, case: dict, b: int, h: int, dtype, seed: int = 0):
+    torch = run.torch
+    g = torch.Generator().manual_seed(seed)
+    n, m = math.prod(case["q_shape"]), math.prod(case["kv_shape"])
+    xs = [torch.randn(b, h, r, case["D"], generator=g) for r in (n, m, m, n)]
+    xs = [x.to(run.device, dtype) for x in xs]
+    return [x.requires_grad_() for x in xs[:3]], xs[3]
+
+
+def check_method(run: Run, fn, case: dict, dtype_name: str, reference_mask) -> dict:
+    """Output and q/k/v gradients on one (batch, head) slice against the dense fp32 reference
+    (relative to the reference's largest magnitude)."""
+    torch = run.torch
+    from nuwa_lib.attention.reference import reference_attention
+    dtype = getattr(torch, dtype_name)
+    leaves, do = _inputs(run, case, 1, 1, dtype, seed=1)
+    ref_leaves = [x.detach().float().requires_grad_() for x in leaves]
+    ref = reference_attention(*ref_leaves, reference_mask)
+    ref_grads = torch.autograd.grad(ref, ref_leaves, do.float())
+    if _has_backward(run, fn):
+        out = fn(*leaves)
+        grads = torch.autograd.grad(out, leaves, do)
+    else:
+        with torch.no_grad():
+            out, grads = fn(*leaves), None
+    tol_out, tol_grad = TOL[dtype_name]
+    out, ref = out.detach().float(), ref.detach()
+    err_out = float((out - ref).abs().max() / ref.abs().max())
+    result = {"rel_err_out": err_out, "ok": err_out <= tol_out}
+    if grads is not None:
+        err_grad = max(float((a.float() - r).abs().max() / r.abs().max().clamp_min(1e-12))
+                       for a, r in zip(grads, ref_grads))
+        result.update(rel_err_grads=err_grad, ok=result["ok"] and err_grad <= tol_grad)
+    else:
+        result["grads"] = "not checked: no backward for this method on the CPU"
+    return result
+
+
+def _has_backward(run: Run, fn) -> bool:
+    return not (run.dry and getattr(fn, "forward_only_on_cpu", False))
+
+
+def _mark_flex(run: Run, fns: dict) -> dict:
+    if run.dry:
+        fns["flex"].forward_only_on_cpu = True
+    return fns
+
+
+# ------------------------------------------------------------------------------ parts
+def part_checks(run: Run, entry: dict):
+    from nuwa_lib.attention.check import backend_errors
+    backends = ("triton",) if run.dry else ("triton", "flex")
+    for dtype_name in ("float32", "bfloat16"):
+        rows = backend_errors(backends=backends, dtype=getattr(run.torch, dtype_name),
+                              device=run.device, dim=16 if run.dry else 64)
+        tol_out, tol_grad = TOL[dtype_name]
+        entry[dtype_name] = {"rows": rows, "tolerance_abs": [tol_out * 10, tol_grad * 10],
+                             "ok": all(r["output_max_abs_error"] <= tol_out * 10
+                                       and r["grad_max_abs_error"] <= tol_grad * 10
+                                       for r in rows)}
+        run.save()
+    try:
+        import hypothesis  # noqa: F401
+        import pytest  # noqa: F401
+    except ImportError as err:
+        entry["pytest"] = f"not run: {err}"
+        return
+    env = dict(os.environ, TRITON_INTERPRET="1" if run.dry else "0")
+    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+           str(ROOT / "tests" / "test_attention_triton.py")]
+    if run.dry:
+        cmd += ["-k", "reachable"]
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=max(30, min(150, run.left() - 300)))
+        entry["pytest"] = {"returncode": proc.returncode, "tail": proc.stdout[-1500:]}
+    except subprocess.TimeoutExpired:
+        entry["pytest"] = "timed out"
+
+
+def _time_method(run: Run, fn, leaves, do) -> dict:
+    torch = run.torch
+
+    def fwd():
+        with torch.no_grad():
+            fn(*leaves)
+
+    timing = {"fwd_ms": run.time_ms(fwd)}
+    if _has_backward(run, fn):
+        out = fn(*leaves)
+        timing["bwd_ms"] = run.time_ms(
+            lambda: torch.autograd.grad(out, leaves, do, retain_graph=True))
+        timing["fwd_bwd_ms"] = run.time_ms(lambda: torch.autograd.grad(fn(*leaves), leaves, do))
+        del out
+    if not run.dry:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        torch.autograd.grad(fn(*leaves), leaves, do)
+        torch.cuda.synchronize()
+        timing["peak_mb"] = (torch.cuda.max_memory_allocated() - base) / 2**20
+    return timing
+
+
+def _useful_tflops(case: dict, pairs: int, timing: dict) -> dict:
+    work = pairs * case["B"] * case["H"] * case["D"]
+    return {k: FLOPS_PER_PAIR[k] * work / (timing[f"{k}_ms"] * 1e-3) / 1e12
+            for k in FLOPS_PER_PAIR if f"{k}_ms" in timing}
+
+
+def part_benchmark(run: Run, entry: dict):
+    from nuwa_lib.attention import count_pairs, full_mask, nearby_mask
+    case = target_case(run)
+    shape, kv, ext, causal = case["q_shape"], case["kv_shape"], case["extent"], case["causal"]
+    pairs = count_pairs(shape, kv, ext, causal)
+    entry["case"] = {**case, "attended_pairs_per_head": pairs,
+                     "dense_causal_pairs_per_head": math.prod(shape) * (math.prod(shape) + 1) // 2}
+    masks = {"nearby": nearby_mask(shape, kv, ext, causal, device=run.device),
+             "full_causal": full_mask(shape, kv, True, device=run.device)}
+    leaves, do = _inputs(run, case, case["B"], case["H"], getattr(run.torch, case["dtype"]))
+    results = entry.setdefault("methods", {})
+    for name, fn in _mark_flex(run, methods(run, case)).items():
+        ref = masks["full_causal" if name == "flash_sdpa_full_causal" else "nearby"]
+        res = results.setdefault(name, {})
+        try:
+            res["check"] = check_method(run, fn, case, case["dtype"], ref)
+            if not res["check"]["ok"]:
+                res["status"] = "not timed: failed the check against the fp32 reference"
+                continue
+            res.update(_time_method(run, fn, leaves, do))
+            res["useful_tflops"] = _useful_tflops(case, pairs, res)
+            res["status"] = "ok"
+        except Exception as err:  # noqa: BLE001 - e.g. out of memory for the dense mask
+            res["status"] = f"failed: {type(err).__name__}: {str(err)[:300]}"
+        run.save()
+    tri = results.get("triton", {})
+    for other in ("flex", "masked_sdpa", "flash_sdpa_full_causal"):
+        o = results.get(other, {})
+        if "fwd_bwd_ms" in tri and "fwd_bwd_ms" in o:
+            entry.setdefault("speedup_fwd_bwd", {})[f"triton_vs_{other}"] = \
+                o["fwd_bwd_ms"] / tri["fwd_bwd_ms"]
+    entry["targets"] = {"triton_vs_flex_min": 1.5, "triton_vs_masked_sdpa_min": 5.0}
+
+
+def autotune_configs(run: Run) -> list:
+    if run.dry:
+        return [(16, 16, 4), (16, 32, 4)]
+    return [(64, 64, 4), (64, 32, 4), (128, 64, 8), (64, 128, 4), (32, 32, 4), (128, 128, 8)]
+
+
+def part_autotune(run: Run, entry: dict):
+    from nuwa_lib.attention import nearby_mask
+    case = target_case(run)
+    ref = nearby_mask(case["q_shape"], case["kv_shape"], case["extent"], case["causal"],
+                      device=run.device)
+    leaves, do = _inputs(run, case, case["B"], case["H"], getattr(run.torch, case["dtype"]))
+    configs = entry.setdefault("configs", [])
+    for bm, bn, warps in autotune_configs(run):
+        if run.left() < 20:
+            configs.append({"blocks": [bm, bn, warps], "status": "skipped: budget"})
+            break
+        fn = methods(run, case, dict(block_m=bm, block_n=bn, num_warps=warps))["triton"]
+        row = {"blocks": [bm, bn, warps]}
+        try:
+            row["check"] = check_method(run, fn, case, case["dtype"], ref)
+            if row["check"]["ok"]:
+                out = fn(*leaves)
+                row["fwd_bwd_ms"] = run.time_ms(
+                    lambda: run.torch.autograd.grad(fn(*leaves), leaves, do))
+                del out
+            row["status"] = "ok" if row["check"]["ok"] else "failed the check"
+        except Exception as err:  # noqa: BLE001 - e.g. out of shared memory for big blocks
+            row["status"] = f"failed: {type(err).__name__}: {str(err)[:300]}"
+        configs.append(row)
+        run.save()
+
+
+def part_choice(run: Run, entry: dict):
+    """The fastest correct backend (Triton at its best configuration vs FlexAttention)."""
+    parts = run.record["parts"]
+    tuned = [c for c in parts.get("autotune", {}).get("configs", []) if "fwd_bwd_ms" in c]
+    best = min(tuned, key=lambda c: c["fwd_bwd_ms"]) if tuned else None
+    flex = parts.get("benchmark", {}).get("methods", {}).get("flex", {})
+    tri = parts.get("benchmark", {}).get("methods", {}).get("triton", {})
+    candidates = {}
+    if best:
+        candidates["triton"] = best["fwd_bwd_ms"]
+    elif "fwd_bwd_ms" in tri:
+        candidates["triton"] = tri["fwd_bwd_ms"]
+    if "fwd_bwd_ms" in flex:
+        candidates["flex"] = flex["fwd_bwd_ms"]
+    if not candidates:
+        raise RuntimeError("no correct, timed backend to choose from")
+    backend = min(candidates, key=candidates.get)
+    entry.update(fwd_bwd_ms=candidates, case="benchmark.case")
+    run.record["choice"] = {"backend": backend,
+                            "blocks": best["blocks"] if best and backend == "triton" else None,
+                            "rule": "fastest forward+backward among the backends that passed "
+                                    "the check, on the benchmark case"}
+
+
+def part_paper_step(run: Run, entry: dict):
+    torch = run.torch
+    from nuwa_lib.model.config import Condition, NuwaConfig
+    from nuwa_lib.model.nuwa import Nuwa
+    from nuwa_lib.utils.profiles import load_profile
+    if run.dry:
+        config = NuwaConfig(dim=32, heads=2, encoder_layers=1, decoder_layers=1, text_length=8,
+                            codebook_size=64, target_tokens=(2, 4, 4), sketch_tokens=(2, 4, 4))
+        batches, steps = [1, 2], 1
+    else:
+        config = NuwaConfig.from_profile(load_profile("paper"))
+        batches, steps = [1, 2, 4, 8, 16, 32, 64], 3
+    grid, n_text = config.target_tokens, config.text_length
+    entry["config"] = {"dim": config.dim, "heads": config.heads,
+                       "layers": [config.encoder_layers, config.decoder_layers],
+                       "target_tokens": list(grid), "text_tokens": n_text,
+                       "autocast": "bfloat16" if not run.dry else "none (CPU)"}
+    torch.manual_seed(0)
+    model = Nuwa(config).to(run.device)
+    entry["parameters"] = sum(p.numel() for p in model.parameters())
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    rows = entry.setdefault("batches", [])
+
+    def step(b):
+        text = torch.randint(0, config.text_vocab, (b, n_text), device=run.device)
+        target = torch.randint(0, config.codebook_size, (b, *grid), device=run.device)
+        cond = Condition("text", text, (n_text, 1, 1))
+        ctx = (torch.autocast("cuda", dtype=torch.bfloat16) if not run.dry
+               else torch.autocast("cpu", enabled=False))
+        with ctx:
+            loss = model.loss(cond, target)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+    for b in batches:
+        if run.left() < 30:
+            rows.append({"batch": b, "status": "skipped: budget"})
+            break
+        try:
+            if not run.dry:
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+            step(b)  # warm-up (kernel compilation, optimiser state)
+            run.sync()
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                loss = step(b)
+            run.sync()
+            dt = (time.perf_counter() - t0) / steps
+            row = {"batch": b, "step_s": dt, "target_tokens_per_s": b * math.prod(grid) / dt,
+                   "loss": loss, "status": "ok"}
+            if not run.dry:
+                row["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+            rows.append(row)
+            run.save()
+        except torch.OutOfMemoryError:
+            opt.zero_grad(set_to_none=True)
+            gc.collect()
+            rows.append({"batch": b, "status": "out of memory"})
+            break
+    fits = [r["batch"] for r in rows if r.get("status") == "ok"]
+    entry["largest_batch_that_fits"] = max(fits) if fits else None
+    entry["largest_batch_note"] = ("largest power of two tried that ran; the next one ran out "
+                                   "of memory" if rows and rows[-1]["status"] == "out of memory"
+                                   else "largest tried (none ran out of memory)")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--dry-run", action="store_true",
+                    help="CPU, tiny shapes, Triton interpreter: checks that every part runs")
+    ap.add_argument("--out", default=str(ROOT / "results" / "bench"))
+    ap.add_argument("--budget-s", type=float, default=480.0)
+    args = ap.parse_args(argv)
+    if args.dry_run:
+        os.environ["TRITON_INTERPRET"] = "1"  # before Triton is imported
+    sys.path.insert(0, str(ROOT))
+    import torch
+    if not args.dry_run and not torch.cuda.is_available():
+        raise SystemExit("gpu_run: no CUDA device; use --dry-run on a CPU machine")
+    run = Run(args)
+    try:
+        from nuwa_lib.utils.provenance import provenance
+        run.record["provenance"] = provenance(profile="paper", seed=0)
+    except Exception as err:  # noqa: BLE001 - a copy without git still measures
+        run.record["provenance"] = {"error": repr(err)}
+    run.save()
+    run.part("checks", lambda e: part_checks(run, e), needs_s=60)
+    run.part("benchmark", lambda e: part_benchmark(run, e), needs_s=60)
+    run.part("autotune", lambda e: part_autotune(run, e), needs_s=40)
+    run.part("choice", lambda e: part_choice(run, e), needs_s=0)
+    run.part("paper_step", lambda e: part_paper_step(run, e), needs_s=60)
+    print(json.dumps({k: v.get("status") for k, v in run.record["parts"].items()}, indent=1))
+    print(f"gpu_run: wrote {run.path} in {time.monotonic() - run.start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
