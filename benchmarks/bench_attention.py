@@ -26,10 +26,15 @@ keeps torch's default).
   dense float32 reference (``nuwa_lib.attention.reference``) run in query chunks, against the
   nearby mask (the full causal mask for ``causal_sdpa``).
 
-GPU (only when CUDA is present): Triton fwd / bwd / fwd+bwd against masked SDPA and flash
-SDPA on B=8, H=20, D=64, bf16, 10 x 21 x 21, causal -> results/bench/attention_gpu.json.
+Score efficiency (seconds, no timing): for the tile plans of the Triton kernels
+(:mod:`nuwa_lib.attention.tiles`) and FlexAttention's block mask, the exact share of the
+computed scores that lie inside a window, on the paper's image, video and cross grids.
+
+The GPU run (Triton vs FlexAttention vs SDPA, autotuning, the paper's training step) is
+benchmarks/gpu_run.py.
 
 Usage: python benchmarks/bench_attention.py [--repeats 5] [--sizes 4 10 32]
+       python benchmarks/bench_attention.py --score-efficiency-only
 """
 from __future__ import annotations
 
@@ -37,6 +42,7 @@ import argparse
 import datetime as dt
 import gc
 import json
+import math
 import os
 import platform
 import statistics
@@ -197,56 +203,67 @@ def _spawn(*args: str, threads: int = 0) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-# ------------------------------------------------------------------------------ GPU
-def bench_gpu() -> dict:
-    from triton.testing import do_bench
+# ------------------------------------------------------------------- score efficiency
+EFFICIENCY_CASES = {
+    "image 1x21x21, e=(1,3,3)": ((1, 21, 21), (1, 21, 21), (1, 3, 3), False),
+    "video 10x21x21, e=(3,3,3), causal": ((10, 21, 21), (10, 21, 21), (3, 3, 3), True),
+    "video 10x21x21, e=(3,3,3)": ((10, 21, 21), (10, 21, 21), (3, 3, 3), False),
+    "cross 10x21x21 -> 1x21x21, e=(1,3,3)": ((10, 21, 21), (1, 21, 21), (1, 3, 3), False),
+}
+ROW_BLOCKS = [(16, 16), (32, 32), (64, 32), (64, 64), (128, 64), (64, 128), (128, 128)]
 
-    from nuwa_lib.attention.triton_nearby import triton_nearby_attention
-    shape, b, h = (10, *FRAME), 8, 20
-    mask = nearby_mask(shape, shape, EXTENT, True, device="cuda")
-    methods = {
-        "triton": lambda q, k, v: triton_nearby_attention(q, k, v, shape, shape, EXTENT, True),
-        "masked_sdpa": lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=mask),
-        "flash_sdpa_full_causal": lambda q, k, v: F.scaled_dot_product_attention(
-            q, k, v, is_causal=True),
+
+def score_efficiency() -> dict:
+    """Exact counts of the scores each tile plan computes against the pairs inside the
+    windows, for the Triton kernels' plans (nuwa_lib.attention.tiles) and FlexAttention's."""
+    from nuwa_lib.attention.flex_nearby import flex_block_counts
+    from nuwa_lib.attention.tiles import best_tiling, box_shape, tile_plan
+
+    def plan(q, kv, e, c, bm, bn, tiling, side):
+        tile, block = (bm, bn) if side == "queries" else (bn, bm)
+        if tiling == "auto":
+            tiling = best_tiling(q, kv, e, c, tile, block, side)
+        summary = tile_plan(q, kv, e, c, tile, block, tiling, side).summary()
+        return {"tiling": tiling if isinstance(tiling, str) else list(tiling), **summary}
+
+    cases = {}
+    for name, (q, kv, e, c) in EFFICIENCY_CASES.items():
+        print(f"score efficiency: {name} ...", flush=True)
+        n_q = math.prod(q)
+        plans = {}
+        for bm, bn in ROW_BLOCKS:
+            plans[f"rows {bm}x{bn}"] = {side: plan(q, kv, e, c, bm, bn, "rows", side)
+                                        for side in ("queries", "keys")}
+        box = box_shape(q, 64)
+        plans["boxes {}x{}x{} 64x64".format(*box)] = {
+            side: plan(q, kv, e, c, 64, 64, "boxes", side) for side in ("queries", "keys")}
+        for bm, bn in [(64, 64), (128, 64), (32, 32)]:
+            plans[f"auto {bm}x{bn}"] = {side: plan(q, kv, e, c, bm, bn, "auto", side)
+                                        for side in ("queries", "keys")}
+        flex = flex_block_counts(q, kv, e, c, block_size=128)
+        flex["score_efficiency"] = flex["inside_window"] / flex["computed_scores"]
+        case = {"q_shape": list(q), "kv_shape": list(kv), "extent": list(e), "causal": c,
+                "inside_window": plans["rows 64x64"]["queries"]["inside_window"],
+                "plans": plans, "flex_attention_128": flex}
+        if c:
+            blocks = sum(min(i + 1, -(-n_q // 64)) for i in range(-(-n_q // 64)))
+            case["dense_causal"] = {"pairs": n_q * (n_q + 1) // 2,
+                                    "computed_scores_64x64": blocks * 64 * 64}
+        cases[name] = case
+    return {
+        "method": "exact counts on the CPU from the tile plans the Triton kernels follow "
+                  "(nuwa_lib.attention.tiles): computed = visited (tile, block) pairs x "
+                  "block_m x block_n, every lane counted; inside = pairs inside a window "
+                  "(= count_pairs); queries: the forward and dq plan (tiles of block_m "
+                  "queries, blocks of block_n keys), keys: the dk/dv plan (tiles of block_n "
+                  "keys, blocks of block_m queries). 'rows 64x64' is the tiling the kernels "
+                  "used before the tile plan (it reproduces their visits on these grids); "
+                  "'auto' is what the kernels use now: per side, the tiling of rows or boxes "
+                  "with the fewest estimated scores (tiles.best_tiling). FlexAttention: its "
+                  "block mask at its default 128x128 blocks (full + partial blocks visited)",
+        "cases": cases,
+        "provenance": _provenance(),
     }
-    # Correctness of the Triton kernel on a slice of the batch, against the fp32 reference.
-    (q1, k1, v1), do1 = _inputs(10, device="cuda", dtype=torch.bfloat16, b=1, h=2)
-    out, grads = _fwd_bwd(methods["triton"], [q1, k1, v1], do1)
-    ref_out, ref_grads = _chunked_reference([x.float() for x in (q1, k1, v1)], do1.float(),
-                                            mask, chunk=1024)
-    check = {"max_abs_err_out": (out.float() - ref_out).abs().max().item(),
-             "max_abs_err_grads": max((a.float() - r).abs().max().item()
-                                      for a, r in zip(grads, ref_grads))}
-    leaves, do = _inputs(10, device="cuda", dtype=torch.bfloat16, b=b, h=h)
-    result = {}
-    for name, fn in methods.items():
-        def fwd():
-            with torch.no_grad():
-                fn(*leaves)
-        out = fn(*leaves)
-
-        def bwd(out=out):
-            torch.autograd.grad(out, leaves, do, retain_graph=True)
-
-        def fwd_bwd(fn=fn):
-            _fwd_bwd(fn, leaves, do)
-
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        fwd_bwd()
-        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
-        result[name] = {"fwd_ms": do_bench(fwd), "bwd_ms": do_bench(bwd),
-                        "fwd_bwd_ms": do_bench(fwd_bwd), "peak_mb": peak}
-    return {"device": torch.cuda.get_device_name(), "config": {
-        "B": b, "H": h, "D": D, "dtype": "bfloat16", "grid": list(shape), "extent": list(EXTENT),
-        "causal": True, "timer": "triton.testing.do_bench (median ms)",
-        "memory": "torch.cuda.max_memory_allocated during one fwd+bwd, minus inputs"},
-        "triton_check_vs_reference_bf16": check, "results": result,
-        "speedup_fwd_bwd_vs_masked_sdpa": result["masked_sdpa"]["fwd_bwd_ms"]
-        / result["triton"]["fwd_bwd_ms"],
-        "speedup_fwd_bwd_vs_flash_sdpa_full_causal": result["flash_sdpa_full_causal"]["fwd_bwd_ms"]
-        / result["triton"]["fwd_bwd_ms"]}
 
 
 # ----------------------------------------------------------------------------- main
@@ -272,6 +289,9 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads in every worker (0: torch's default); 1 by "
                              "default, see the module docstring")
+    parser.add_argument("--score-efficiency-only", action="store_true",
+                        help="only recount the tile plans' score efficiency (seconds) and "
+                             "update that section of attention_cpu.json, keeping the timings")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -289,6 +309,12 @@ def main(argv=None) -> int:
         return 0
 
     out_dir = Path(args.out_dir)
+    if args.score_efficiency_only:
+        path = out_dir / "attention_cpu.json"
+        report = json.loads(path.read_text()) if path.exists() else {}
+        report["score_efficiency"] = score_efficiency()
+        write_json(path, report)
+        return 0
     load_before = os.getloadavg()
     cases = {}
     for s in args.sizes:
@@ -364,18 +390,13 @@ def main(argv=None) -> int:
         "attended_pair_ratio_s32_over_s4": pair_ratio,
         "targets": TARGETS,
         "targets_met": met,
+        "score_efficiency": score_efficiency(),
         "provenance": _provenance(),
     }
     write_json(out_dir / "attention_cpu.json", report)
     print(json.dumps({k: report[k] for k in ("speedup_vs_masked_sdpa", "speedup_vs_causal_sdpa",
                                              "memory_ratio_vs_masked_sdpa", "time_ratio_s32_over_s4",
                                              "targets_met")}, indent=1))
-    if torch.cuda.is_available():
-        gpu = bench_gpu()
-        gpu["provenance"] = _provenance()
-        write_json(out_dir / "attention_gpu.json", gpu)
-        print(json.dumps({k: gpu[k] for k in ("speedup_fwd_bwd_vs_masked_sdpa",
-                                              "speedup_fwd_bwd_vs_flash_sdpa_full_causal")}))
     return 0
 
 
