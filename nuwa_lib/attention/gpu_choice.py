@@ -31,13 +31,13 @@ def read_choice(path: Optional[Path] = None) -> dict:
     try:
         choice = json.loads(path.read_text())["choice"]
         backend, blocks = choice["backend"], choice.get("blocks")
-    except (ValueError, KeyError, TypeError) as err:
+    except (OSError, ValueError, KeyError, TypeError) as err:
         raise ValueError(f"{path} holds no valid 'choice' ({err!r}); rerun "
                          "benchmarks/gpu_run.py or delete the file") from err
     if backend not in CUDA_BACKENDS:
         raise ValueError(f"{path}: choice.backend must be one of {CUDA_BACKENDS}, got {backend!r}")
     if blocks is not None and not (isinstance(blocks, list) and len(blocks) == 3
-                                   and all(isinstance(b, int) and b > 0 for b in blocks)):
+                                   and all(type(b) is int and b > 0 for b in blocks)):
         raise ValueError(f"{path}: choice.blocks must be [block_m, block_n, num_warps], "
                          f"got {blocks!r}")
     return {"backend": backend, "blocks": None if blocks is None else tuple(blocks),

@@ -7,7 +7,8 @@ them lie inside a window, so the plan decides the kernels' work. It is made here
 CPU, once per configuration (cached); the kernels in :mod:`.triton_nearby` only follow it.
 
 * **tiles**: ``rows`` -- runs of tokens in raster order: whole frames when a frame holds at
-  most ``BLOCK`` tokens, else whole rows of one frame (part of a row when a row is longer);
+  most ``BLOCK`` tokens, else whole rows of one frame (runs of ``BLOCK`` tokens of a frame
+  when a row is longer);
   ``boxes`` -- 3D boxes ``(b_s, b_h, b_w)`` of at most ``BLOCK`` tokens (chosen by
   :func:`box_shape`, or given as a tuple).
 * **blocks**: the tokens of the other grid that at least one token of the tile interacts
@@ -186,7 +187,8 @@ def tile_plan(q_shape, kv_shape, extent, causal: bool, tile: int, block: int,
         lanes = torch.zeros(len(t), n * block, dtype=torch.bool)
         lanes[:, :len(cols)] = m
         full.append(lanes.view(len(t), n, block).all(2).all(0))
-        blocks.extend(cols.split(block))
+        if len(cols):  # a tile that nothing reaches visits no block
+            blocks.extend(cols.split(block))
         starts.append(len(blocks))
     return TilePlan(tiles=_pad(tiles, tile).to(device), blocks=_pad(blocks, block).to(device),
                     starts=torch.tensor(starts, dtype=torch.int32).to(device),
