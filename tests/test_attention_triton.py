@@ -48,10 +48,9 @@ def assert_matches_reference(q_shape, kv_shape, extent, causal, q, k, v, gkv, at
         torch.testing.assert_close(a.float(), b.float(), atol=grad_atol, rtol=grad_atol * 10)
 
 
-
-
 @settings(deadline=None, max_examples=40)
-@given(nearby_cases(max_text=20, max_image_side=7, grid=st.integers(1, 4), max_extent=2), st.sampled_from([16, 24]), st.sampled_from([(16, 16), (16, 32), (32, 16)]))
+@given(nearby_cases(max_text=20, max_image_side=7, grid=st.integers(1, 4), max_extent=2),
+       st.sampled_from([16, 24]), st.sampled_from([(16, 16), (16, 32), (32, 16)]))
 def test_triton_kernels_match_reference_outputs_and_gradients(case, D, blocks):
     q_shape, kv_shape, extent, causal, G = case
     q, k, v, gkv = qkv(q_shape, kv_shape, D=D, G=G)

@@ -8,7 +8,6 @@ os.environ.setdefault("TRITON_INTERPRET", "1")  # before torch/triton are import
 import importlib  # noqa: E402
 import json  # noqa: E402
 import re  # noqa: E402
-import sys  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -70,6 +70,5 @@ def test_dry_run_paper_step_reports_throughput_per_batch(record):
 def test_a_spent_budget_skips_parts_and_still_writes_the_record(tmp_path):
     record = _run(tmp_path, "--budget-s", "0")
     for part in PARTS:
-        assert record["parts"][part]["status"] == "skipped: 0 s left of the budget, " \
-            f"{record['parts'][part]['status'].split(', ')[1]}", part
+        assert record["parts"][part]["status"].startswith("skipped: 0 s left of the budget"), part
     assert "choice" not in record

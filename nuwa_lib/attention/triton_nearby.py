@@ -83,7 +83,7 @@ def _softmax_step(acc, m_i, l_i, qk, v, PRECISION: tl.constexpr, UPCAST: tl.cons
 # ------------------------------------------------------------------------ forward
 @triton.jit
 def _nearby_fwd_kernel(
-        Q, K, V, KG, VG, O, LSE, TILES, BLOCKS, STARTS, FULL,
+        Q, K, V, KG, VG, OUT, LSE, TILES, BLOCKS, STARTS, FULL,
         sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, NH,
         S, H, W, S2, H2, W2, ES, EH, EW, G, D, NQ, qk_scale,
         CAUSAL: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
@@ -127,12 +127,22 @@ def _nearby_fwd_kernel(
 
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
     out = acc / l_safe[:, None]
-    o_ptr = O + bh * NQ * D + q_idx[:, None].to(tl.int64) * D + offs_d[None, :]
-    tl.store(o_ptr, out.to(O.dtype.element_ty), mask=q_ok[:, None] & d_ok[None, :])
+    o_ptr = OUT + bh * NQ * D + q_idx[:, None].to(tl.int64) * D + offs_d[None, :]
+    tl.store(o_ptr, out.to(OUT.dtype.element_ty), mask=q_ok[:, None] & d_ok[None, :])
     tl.store(LSE + bh * NQ + q_idx, m_i + tl.log2(l_safe), mask=q_ok)
 
 
 # ----------------------------------------------------------------------- backward
+@triton.jit
+def _query_side(Q, DO, LSE, DELTA, q_base, do_base, bh, NQ, q_idx, q_ok, sqn, sdn, offs_d, d_ok):
+    """The backward's inputs of a block of queries: q, dO, log-sum-exp, D_i = rowsum(dO * O)."""
+    q = _rows(Q, q_base, q_idx, sqn, offs_d, q_ok, d_ok)
+    do = _rows(DO, do_base, q_idx, sdn, offs_d, q_ok, d_ok)
+    lse = tl.load(LSE + bh * NQ + q_idx, mask=q_ok, other=0.0)
+    delta = tl.load(DELTA + bh * NQ + q_idx, mask=q_ok, other=0.0)
+    return q, do, lse, delta
+
+
 @triton.jit
 def _dq_step(dq, q, do, lse, delta, k, v, vis, qk_scale, PRECISION: tl.constexpr,
              UPCAST: tl.constexpr):
@@ -159,10 +169,8 @@ def _nearby_bwd_dq_kernel(
     d_ok = offs_d < D
     q_idx = tl.load(TILES + pid * BLOCK_M + offs_m)
     q_ok = q_idx >= 0
-    q = _rows(Q, b * sqb + h * sqh, q_idx, sqn, offs_d, q_ok, d_ok)
-    do = _rows(DO, b * sdb + h * sdh, q_idx, sdn, offs_d, q_ok, d_ok)
-    lse = tl.load(LSE + bh * NQ + q_idx, mask=q_ok, other=0.0)
-    delta = tl.load(DELTA + bh * NQ + q_idx, mask=q_ok, other=0.0)
+    q, do, lse, delta = _query_side(Q, DO, LSE, DELTA, b * sqb + h * sqh, b * sdb + h * sdh,
+                                     bh, NQ, q_idx, q_ok, sqn, sdn, offs_d, d_ok)
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
 
     for g0 in range(0, G, BLOCK_N):
@@ -226,10 +234,8 @@ def _nearby_bwd_dkdv_kernel(
     for blk in range(tl.load(STARTS + pid), tl.load(STARTS + pid + 1)):
         q_idx = tl.load(BLOCKS + blk * BLOCK_M + offs_m)
         q_ok = q_idx >= 0
-        q = _rows(Q, b * sqb + h * sqh, q_idx, sqn, offs_d, q_ok, d_ok)
-        do = _rows(DO, b * sdb + h * sdh, q_idx, sdn, offs_d, q_ok, d_ok)
-        lse = tl.load(LSE + bh * NQ + q_idx, mask=q_ok, other=0.0)
-        delta = tl.load(DELTA + bh * NQ + q_idx, mask=q_ok, other=0.0)
+        q, do, lse, delta = _query_side(Q, DO, LSE, DELTA, b * sqb + h * sqh, b * sdb + h * sdh,
+                                         bh, NQ, q_idx, q_ok, sqn, sdn, offs_d, d_ok)
         if tl.load(FULL + blk) == 0:
             vis = _visible(q_idx[None, :], k_idx[:, None], S, H, W, S2, H2, W2, ES, EH, EW,
                            CAUSAL)
@@ -265,10 +271,8 @@ def _global_bwd_dkdv_kernel(
     for m0 in range(0, NQ, BLOCK_M):
         q_idx = m0 + offs_m
         q_ok = q_idx < NQ
-        q = _rows(Q, b * sqb + h * sqh, q_idx, sqn, offs_d, q_ok, d_ok)
-        do = _rows(DO, b * sdb + h * sdh, q_idx, sdn, offs_d, q_ok, d_ok)
-        lse = tl.load(LSE + bh * NQ + q_idx, mask=q_ok, other=0.0)
-        delta = tl.load(DELTA + bh * NQ + q_idx, mask=q_ok, other=0.0)
+        q, do, lse, delta = _query_side(Q, DO, LSE, DELTA, b * sqb + h * sqh, b * sdb + h * sdh,
+                                         bh, NQ, q_idx, q_ok, sqn, sdn, offs_d, d_ok)
         dk, dv = _dkdv_step(dk, dv, k, v, q, do, lse, delta, g_ok[:, None] & q_ok[None, :],
                             qk_scale, PRECISION, UPCAST)
     ptr = bh * G * D + g_idx[:, None] * D + offs_d[None, :]
