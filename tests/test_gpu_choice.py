@@ -58,7 +58,6 @@ def test_record_without_blocks(tmp_path, choice):
 @pytest.mark.parametrize("record", [
     "not json {",
     "",
-    {"timings": {}},                                      # no choice
     {"choice": {"blocks": [64, 64, 4]}},                  # no backend
     {"choice": "flex"},
     ["choice"],
@@ -70,11 +69,23 @@ def test_record_without_blocks(tmp_path, choice):
     {"choice": {"backend": "triton", "blocks": [64.0, 32, 4]}},
     {"choice": {"backend": "triton", "blocks": "64,32,4"}},
     {"choice": {"backend": "triton", "blocks": [64, 32, True]}},
+    {"choice": {"backend": "triton", "blocks": [48, 64, 4]}},   # not a power of two
+    {"choice": {"backend": "triton", "blocks": [8, 64, 4]}},    # below tl.dot's 16
+    {"choice": {"backend": "triton", "blocks": [64, 64, 3]}},   # not a warp count
 ], ids=lambda r: re.sub(r"\W+", "_", str(r))[:40])
 def test_invalid_record_names_the_file(tmp_path, record):
     path = _write(tmp_path, record, "bad_record.json")
     with pytest.raises(ValueError, match=re.escape(str(path))):
         read_choice(path)
+
+
+@pytest.mark.parametrize("record,why", [
+    ({"timings": {}}, "holds no choice"),
+    ({"dry_run": True, "choice": {"backend": "flex", "blocks": None}}, "dry run"),
+])
+def test_records_that_measured_nothing_give_the_default(tmp_path, record, why):
+    got = read_choice(_write(tmp_path, record, "attention_gpu.json"))
+    assert (got["backend"], got["blocks"]) == ("triton", None) and why in got["source"]
 
 
 # ---------------------------------------------------------------------- kernel_config
@@ -151,6 +162,14 @@ def test_cuda_blocks_follow_measured_choice(tn, measured):
     assert (cpu["block_m"], cpu["block_n"], cpu["num_warps"]) == (16, 16, 4)
     part = tn.kernel_config("cuda", torch.bfloat16, 64, block_n=32)
     assert (part["block_m"], part["block_n"], part["num_warps"]) == (32, 32, 8)
+
+
+def test_measured_blocks_are_for_head_dims_up_to_64_and_stages_fit_shared_memory(tn, measured):
+    measured((128, 128, 8))
+    wide = tn.kernel_config("cuda", torch.float32, 128)
+    assert (wide["block_m"], wide["block_n"], wide["num_warps"]) == tn.DEFAULT_CUDA_BLOCKS
+    assert wide["num_stages"] == 2   # 3 stages of fp32 64x128 K and V blocks exceed 160 KiB
+    assert tn.kernel_config("cuda", torch.bfloat16, 64)["num_stages"] == 3
 
 
 @pytest.mark.parametrize("device", ["cpu", "cuda"])

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PARTS = ("checks", "benchmark", "autotune", "choice", "paper_step")
+PARTS = ("checks", "benchmark", "choice", "paper_step", "autotune", "pytest")
 
 
 def _run(out: Path, *extra) -> dict:
@@ -34,8 +34,8 @@ def test_dry_run_checks_the_kernels_in_both_precisions(record):
     checks = record["parts"]["checks"]
     for dtype in ("float32", "bfloat16"):
         assert checks[dtype]["ok"] and {r["backend"] for r in checks[dtype]["rows"]} == {"triton"}
-    assert checks["pytest"] == "not run: No module named 'hypothesis'" \
-        or checks["pytest"]["returncode"] == 0
+    pytest_part = record["parts"]["pytest"]["result"]
+    assert pytest_part == "not run: No module named 'hypothesis'" or pytest_part["returncode"] == 0
 
 
 def test_dry_run_benchmark_gates_every_method_on_the_reference(record):
@@ -54,6 +54,8 @@ def test_dry_run_choice_is_one_the_library_accepts(record, tmp_path):
     assert all(c["status"] == "ok" and c["fwd_bwd_ms"] > 0 for c in tuned)
     path = tmp_path / "attention_gpu.json"
     path.write_text(json.dumps(record))
+    assert read_choice(path)["source"].startswith("default: ")  # a dry run measures nothing
+    path.write_text(json.dumps({**record, "dry_run": False}))
     choice = read_choice(path)
     assert choice["backend"] in ("triton", "flex")
     if choice["backend"] == "triton":
@@ -69,6 +71,9 @@ def test_dry_run_paper_step_reports_throughput_per_batch(record):
 
 def test_a_spent_budget_skips_parts_and_still_writes_the_record(tmp_path):
     record = _run(tmp_path, "--budget-s", "0")
-    for part in PARTS:
+    for part in ("checks", "benchmark", "paper_step", "autotune", "pytest"):
         assert record["parts"][part]["status"].startswith("skipped: 0 s left of the budget"), part
+    assert record["parts"]["choice"]["status"] == \
+        "failed: RuntimeError: no correct, timed backend to choose from"
+    assert "choice" not in record
     assert "choice" not in record

@@ -292,15 +292,22 @@ DEFAULT_CUDA_BLOCKS = (64, 64, 4)   # (block_m, block_n, num_warps) until a GPU 
 
 def kernel_config(device_type: str, dtype: torch.dtype, D: int, block_m=None, block_n=None,
                   num_warps=None, tiling="auto", allow_tf32=None) -> dict:
-    """The kernels' configuration: block sizes (the measured choice on CUDA, else defaults),
-    tiling, and dot precision -- fp32 inputs use TF32 on CUDA when ``allow_tf32`` (None: as
-    ``torch.backends.cuda.matmul.allow_tf32``), IEEE fp32 otherwise."""
+    """The kernels' configuration: block sizes (the measured choice on CUDA, measured at
+    D = 64 and so used up to that head dim; else defaults), tiling, pipeline stages that keep
+    a K and V block per stage within 160 KiB of shared memory, and dot precision -- fp32 inputs
+    use TF32 on CUDA when ``allow_tf32`` (None: as ``torch.backends.cuda.matmul.allow_tf32``),
+    IEEE fp32 otherwise."""
     cuda = device_type == "cuda"
-    dm, dn, dw = (measured_choice()["blocks"] or DEFAULT_CUDA_BLOCKS) if cuda else (16, 16, 4)
+    block_d = max(16, triton.next_power_of_2(D))
+    measured = measured_choice()["blocks"] if cuda and block_d <= 64 else None
+    dm, dn, dw = (measured or DEFAULT_CUDA_BLOCKS) if cuda else (16, 16, 4)
     if allow_tf32 is None:
         allow_tf32 = torch.backends.cuda.matmul.allow_tf32
-    return dict(block_m=block_m or dm, block_n=block_n or dn, num_warps=num_warps or dw,
-                block_d=max(16, triton.next_power_of_2(D)), tiling=tiling,
+    block_m, block_n = block_m or dm, block_n or dn
+    per_stage = 2 * max(block_m, block_n) * block_d * dtype.itemsize
+    return dict(block_m=block_m, block_n=block_n, num_warps=num_warps or dw, block_d=block_d,
+                num_stages=next((s for s in (3, 2) if s * per_stage <= 160 * 1024), 1),
+                tiling=tiling,
                 precision="tf32" if dtype != torch.float32 or (cuda and allow_tf32) else "ieee",
                 upcast=interpreted() and dtype == torch.bfloat16)
 
@@ -340,7 +347,7 @@ class NearbyAttentionFunction(torch.autograd.Function):
             NH, *q_shape, *kv_shape, *extent, G, D, NQ, sm_scale * LOG2E,
             CAUSAL=causal, PRECISION=cfg["precision"], UPCAST=cfg["upcast"],
             BLOCK_M=cfg["block_m"], BLOCK_N=cfg["block_n"], BLOCK_D=cfg["block_d"],
-            num_warps=cfg["num_warps"])
+            num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
         ctx.save_for_backward(q, k, v, kg, vg, o, lse)
         ctx.args = (q_shape, kv_shape, extent, causal, cfg, sm_scale)
         return o
@@ -359,7 +366,7 @@ class NearbyAttentionFunction(torch.autograd.Function):
         dkg, dvg = torch.empty_like(kg), torch.empty_like(vg)
         consts = dict(CAUSAL=causal, PRECISION=cfg["precision"], UPCAST=cfg["upcast"],
                       BLOCK_M=cfg["block_m"], BLOCK_N=cfg["block_n"], BLOCK_D=cfg["block_d"],
-                      num_warps=cfg["num_warps"])
+                      num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
         strides = (*_strides(q), *_strides(k), *_strides(v), *_strides(do), NH)
         grids = (*q_shape, *kv_shape, *extent)
         qk_scale = sm_scale * LOG2E
@@ -377,7 +384,7 @@ class NearbyAttentionFunction(torch.autograd.Function):
                 q, kg, vg, do, lse, delta, dkg, dvg, *_strides(q), *_strides(do), NH, NQ, G, D,
                 qk_scale, sm_scale, PRECISION=cfg["precision"], UPCAST=cfg["upcast"],
                 BLOCK_M=cfg["block_m"], BLOCK_N=cfg["block_n"], BLOCK_D=cfg["block_d"],
-                num_warps=cfg["num_warps"])
+                num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
         return dq, dk, dv, dkg, dvg, None, None, None, None, None
 
 
