@@ -89,13 +89,14 @@ def _kernel_name() -> str:
 class _Watch(logging.Handler):
     """What the pipeline's bar shows while a notebook runs: the cell papermill is executing
     (from its log, whose cell outputs are dropped here: they stay in the notebook) and the
-    latest bar the kernel or its workers wrote to the progress file (``nuwa_lib.utils.progress``)."""
+    latest bar the kernel or its workers wrote to the progress file."""
 
     def __init__(self, bar, nb: str, cells: int, progress_file: str):
         super().__init__(logging.INFO)
         self.bar, self.nb, self.cells, self.file = bar, nb, cells, progress_file
         self.cell, self._stop = 0, threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
+        self.log = logging.getLogger("papermill")
 
     def emit(self, record):
         m = re.match(r"Executing Cell (\d+)", record.getMessage())
@@ -113,21 +114,19 @@ class _Watch(logging.Handler):
             self.show()
 
     def __enter__(self):
-        log = logging.getLogger("papermill")
-        self._saved = log.level, log.propagate
-        log.setLevel(logging.INFO)
-        log.propagate = False
-        log.addHandler(self)
+        self._saved = self.log.level, self.log.propagate
+        self.log.setLevel(logging.INFO)
+        self.log.propagate = False
+        self.log.addHandler(self)
         self._thread.start()
         return self
 
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
-        log = logging.getLogger("papermill")
-        log.removeHandler(self)
-        log.setLevel(self._saved[0])
-        log.propagate = self._saved[1]
+        self.log.removeHandler(self)
+        self.log.setLevel(self._saved[0])
+        self.log.propagate = self._saved[1]
 
 
 def _cells(nb: str) -> int:
@@ -142,49 +141,44 @@ def execute_notebook(nb: str, profile: str, params: dict, out_root: Path,
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
-    src = NOTEBOOKS_DIR / f"{nb}.ipynb"
     dest_dir = out_root / "notebooks"
     dest_dir.mkdir(parents=True, exist_ok=True)
-    dest = dest_dir / f"{nb}.ipynb"
-    partial = dest_dir / f".{nb}.running.ipynb"
-    failed = dest_dir / f"{nb}.failed.ipynb"
+    partial, failed = dest_dir / f".{nb}.running.ipynb", dest_dir / f"{nb}.failed.ipynb"
     try:
         pm.execute_notebook(
-            str(src), str(partial), kernel_name=kernel, cwd=str(NOTEBOOKS_DIR),
+            str(NOTEBOOKS_DIR / f"{nb}.ipynb"), str(partial), kernel_name=kernel,
+            cwd=str(NOTEBOOKS_DIR),
             parameters={"PROFILE": profile, "PARAMS": params, "RESULTS": results_arg},
             progress_bar=False, log_output=log_output, request_save_on_cell_execute=False,
         )
-    except PapermillExecutionError as err:
+    except Exception as err:  # a failing cell; or the kernel died, bad JSON, ...
         if partial.exists():
             os.replace(partial, failed)
-        raise PipelineError(
-            f"{nb} failed at cell {err.cell_index} (execution count {err.exec_count}): "
-            f"{err.ename}: {err.evalue}\n  executed copy: {failed.relative_to(REPO_ROOT) if failed.is_relative_to(REPO_ROOT) else failed}"
-        ) from None
-    except Exception as err:  # kernel died, bad JSON, ...
-        if partial.exists():
-            os.replace(partial, failed)
+        if isinstance(err, PapermillExecutionError):
+            shown = failed.relative_to(REPO_ROOT) if failed.is_relative_to(REPO_ROOT) else failed
+            raise PipelineError(f"{nb} failed at cell {err.cell_index} (execution count "
+                                f"{err.exec_count}): {err.ename}: {err.evalue}\n"
+                                f"  executed copy: {shown}") from None
         raise PipelineError(f"{nb} could not be executed: {type(err).__name__}: {err}") from None
+    dest = dest_dir / f"{nb}.ipynb"
     os.replace(partial, dest)
     failed.unlink(missing_ok=True)
     return dest
 
 
-def _record_runtimes(out_root: Path, profile: str, seconds: dict[str, float]) -> None:
+def _record_runtime(out_root: Path, profile: str, nb: str, seconds: float) -> None:
+    """Add a notebook's time to ``metrics/runtimes.json`` (the summary reads it)."""
     from .utils.files import write_json
     from .utils.provenance import provenance
 
     path = out_root / "metrics" / "runtimes.json"
-    previous = {}
-    if path.exists():
-        try:
-            previous = json.loads(path.read_text()).get("metrics", {})
-        except (OSError, ValueError):
-            previous = {}
-    previous.update({nb: round(s, 1) for nb, s in seconds.items()})
+    try:
+        times = json.loads(path.read_text())["metrics"]
+    except (OSError, ValueError, KeyError):   # none yet, or unreadable: start afresh
+        times = {}
+    times[nb] = round(seconds, 1)
     order = set(notebook_order())    # a renamed or removed notebook's time goes with it
-    previous = {nb: s for nb, s in previous.items() if nb in order}
-    write_json(path, {"metrics": dict(sorted(previous.items())),
+    write_json(path, {"metrics": {k: s for k, s in sorted(times.items()) if k in order},
                       "unit": "seconds of wall-clock time per notebook",
                       "provenance": provenance(profile, None)})
 
@@ -213,15 +207,13 @@ def run(profile: str, only: Sequence[str] | None = None, start: str | None = Non
         os.environ["NUWA_RESULTS_DIR"] = str(resolve(out))
     out_root = results_dir(profile)
     kernel = _kernel_name()
-    done, seconds = [], {}
+    done = []
     bar = tqdm(notebooks, desc=f"profile {profile}", unit="nb", disable=not show_progress,
                file=sys.stderr)
-    progress_file = None
+    saved_env, progress_file = os.environ.pop(progress.ENV, None), None
     if show_progress:   # the kernels and their workers draw their bars into this file
         fd, progress_file = tempfile.mkstemp(prefix="nuwa-progress-", suffix=".log")
         os.close(fd)
-    saved_env = os.environ.pop(progress.ENV, None)
-    if progress_file:
         os.environ[progress.ENV] = progress_file
     try:
         for nb in bar:
@@ -231,8 +223,7 @@ def run(profile: str, only: Sequence[str] | None = None, start: str | None = Non
             with watch:
                 done.append(execute_notebook(nb, profile, params, out_root, out, kernel,
                                              log_output=bool(progress_file)))
-            seconds[nb] = time.perf_counter() - t0
-            _record_runtimes(out_root, profile, {nb: seconds[nb]})   # the summary reads them
+            _record_runtime(out_root, profile, nb, time.perf_counter() - t0)
     finally:
         bar.close()
         os.environ.pop(progress.ENV, None)
@@ -240,8 +231,6 @@ def run(profile: str, only: Sequence[str] | None = None, start: str | None = Non
             os.environ[progress.ENV] = saved_env
         if progress_file:
             Path(progress_file).unlink(missing_ok=True)
-        if seconds:
-            _record_runtimes(out_root, profile, seconds)
     return done
 
 
@@ -274,36 +263,30 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.list:
-        print("notebooks (in order):")
-        for nb in notebook_order():
-            print(f"  {nb}")
+        print("notebooks (in order):", *(f"  {nb}" for nb in notebook_order()), sep="\n")
         print("profiles: " + ", ".join(available_profiles()))
         return 0
     try:
         done = run(args.profile, args.only, args.start, args.out,
                    show_progress=not args.no_progress, seed=args.seed, skip=args.skip)
-        out_root = results_dir(args.profile)
-        print(f"executed {len(done)} notebook(s); results in {out_root}")
-        checks = [(args.compare_to, tablecheck.compare_tables, "match"),
-                  (args.identical_to, tablecheck.identical, "are byte-identical to")]
-        failed = False
-        for ref, check, verb in checks:
-            if not ref:
-                continue
-            problems = check(out_root / "tables", resolve(ref))
-            if problems:
-                print(f"tables differ from {ref}:", file=sys.stderr)
-                for line in problems:
-                    print(f"  {line}", file=sys.stderr)
-                failed = True
-            else:
-                print(f"tables {verb} {ref}")
-        if failed:
-            return 1
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    return 0
+    out_root = results_dir(args.profile)
+    print(f"executed {len(done)} notebook(s); results in {out_root}")
+    failed = False
+    for ref, check, verb in ((args.compare_to, tablecheck.compare_tables, "match"),
+                             (args.identical_to, tablecheck.identical, "are byte-identical to")):
+        if not ref:
+            continue
+        problems = check(out_root / "tables", resolve(ref))
+        if problems:
+            print(f"tables differ from {ref}:", *(f"  {p}" for p in problems), sep="\n",
+                  file=sys.stderr)
+            failed = True
+        else:
+            print(f"tables {verb} {ref}")
+    return int(failed)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ in ``<name>.provenance.json``.
 """
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,18 +36,6 @@ class Results:
     root: Path
     notebook: str | None = None
 
-    @property
-    def tables_dir(self) -> Path:
-        return self.root / "tables"
-
-    @property
-    def metrics_dir(self) -> Path:
-        return self.root / "metrics"
-
-    @property
-    def figures_dir(self) -> Path:
-        return self.root / "figures"
-
     def provenance(self, **extra: Any) -> dict[str, Any]:
         return provenance(self.profile, self.seed, notebook=self.notebook, **extra)
 
@@ -61,19 +50,18 @@ class Results:
         (:mod:`nuwa_lib.tablecheck`). Every other column must be reproducible anywhere."""
         name = _check_name(name)
         trained = trained_columns(df.columns, trained)
-        path = self.tables_dir / f"{name}.csv"
+        path = self.root / "tables" / f"{name}.csv"
         csv = df.to_csv(index=False, float_format=float_format, lineterminator="\n")
         atomic_write_bytes(path, csv.encode())
-        write_json(self.tables_dir / f"{name}.provenance.json",
-                   self.provenance(table=f"{name}.csv", rows=len(df),
+        write_json(path.with_suffix(".provenance.json"),
+                   self.provenance(table=path.name, rows=len(df),
                                    columns=[str(c) for c in df.columns],
                                    trained_columns=trained))
         return path
 
     def metrics(self, name: str, values: Mapping[str, Any]) -> Path:
         """Write ``metrics/<name>.json`` = ``{"metrics": values, "provenance": ...}``."""
-        name = _check_name(name)
-        return write_json(self.metrics_dir / f"{name}.json",
+        return write_json(self.root / "metrics" / f"{_check_name(name)}.json",
                           {"metrics": dict(values), "provenance": self.provenance()})
 
     def figure(self, name: str, fig, dpi: int = 110) -> None:
@@ -81,13 +69,11 @@ class Results:
 
         Returns nothing, so a notebook cell ending with it shows only the figure (nbval
         does not honour a trailing ``;``)."""
-        import io
-
-        name = _check_name(name)
+        path = self.root / "figures" / f"{_check_name(name)}.png"
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight",
                     metadata={"Software": None})
-        atomic_write_bytes(self.figures_dir / f"{name}.png", buf.getvalue())
+        atomic_write_bytes(path, buf.getvalue())
 
 
 def start(profile: str, params: Mapping[str, Any] | None = None,
@@ -106,8 +92,7 @@ def start(profile: str, params: Mapping[str, Any] | None = None,
     if cfg.get("name", profile) != profile:
         raise ValueError(f"parameters are for profile {cfg.get('name')!r}, not {profile!r}")
     seed = seed_everything(int(cfg.get("seed", 0)))
-    root = results_dir(profile, results)
-    return cfg, Results(profile=profile, seed=seed, root=root, notebook=notebook)
+    return cfg, Results(profile, seed, results_dir(profile, results), notebook)
 
 
 def section(cfg: Mapping[str, Any], name: str) -> dict:

@@ -37,13 +37,10 @@ from typing import Iterable, Sequence
 
 # A number as it appears in a table cell or inside a claim's text.
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|\bnan\b|\binf\b")
-_BOOLS = ("True", "False")
 
-# The band: the values of the golden run and its kernel variants, widened on each side by
-# the largest of WIDEN times their range, the seeds' range, and REL_FLOOR of the value.
-# Measured on the smoke profile (goldens and reference runs on an Intel Xeon, AVX-512), the
-# same code on an AMD EPYC (AVX2) and under ATEN_CPU_CAPABILITY=default (neither of them a
-# reference run) stays inside, and a reversed training loss does not.
+# The widths of :func:`band`. Measured on the smoke profile (goldens and reference runs on an
+# Intel Xeon, AVX-512), the same code on an AMD EPYC (AVX2) and under ATEN_CPU_CAPABILITY=default
+# (neither of them a reference run) stays inside, and a reversed training loss does not.
 WIDEN = 4.0
 REL_FLOOR = 0.02
 # A column "<name> std" is a standard deviation over a handful of seeds within one run: itself
@@ -62,8 +59,7 @@ def trained_columns(columns: Iterable[str], patterns: Sequence[str] | None) -> l
     columns = [str(c) for c in columns]
     if not patterns:
         return []
-    if isinstance(patterns, str):
-        patterns = [patterns]
+    patterns = [patterns] if isinstance(patterns, str) else patterns
     for p in patterns:
         if not any(fnmatch.fnmatchcase(c, p) for c in columns):
             raise ValueError(f"trained column pattern {p!r} matches none of the columns {columns}")
@@ -72,11 +68,9 @@ def trained_columns(columns: Iterable[str], patterns: Sequence[str] | None) -> l
 
 def _number(x: str) -> float | None:
     """A cell (read as text) as a float, or None for text; an empty cell reads as NaN."""
-    if x == "":
-        return math.nan
     try:
-        return float(x)
-    except (TypeError, ValueError):
+        return float(x) if x else math.nan
+    except ValueError:
         return None
 
 
@@ -84,9 +78,7 @@ def shape_of(text) -> str:
     """A text cell with its numbers masked: ``"6.516 vs 6.578 (axial)"`` → ``"# vs # (axial)"``;
     ``True``/``False`` → ``<bool>``."""
     s = str(text)
-    if s in _BOOLS:
-        return "<bool>"
-    return _NUMBER.sub("#", s)
+    return "<bool>" if s in ("True", "False") else _NUMBER.sub("#", s)
 
 
 def band(kernel_values: Sequence[float], seed_values: Sequence[float] = (),
@@ -167,29 +159,28 @@ def _compare_one(name: str, a, b, trained: list[str], spread: Sequence[Path]) ->
     if len(a) != len(b):
         return [f"{name}: {len(a)} rows != {len(b)} rows"]
     refs = {KERNEL_PREFIX: [], SEED_PREFIX: []}
-    if trained:
-        for d in spread:
-            if not (d / name).exists():
-                return [f"{name}: has trained columns but no reference run in {d} (make spread)"]
-            s = _read(d / name)
-            if list(s.columns) != list(b.columns) or len(s) != len(b):
-                return [f"{name}: the reference run in {d} has another shape than the golden "
-                        "table (make spread after changing a table)"]
-            kind = KERNEL_PREFIX if d.name.startswith(KERNEL_PREFIX) else SEED_PREFIX
-            refs[kind].append(s)
-        missing = [k for k, v in refs.items() if not v]
-        if missing:
-            return [f"{name}: has trained columns but no {' or '.join(m + '*' for m in missing)} "
-                    "reference runs to bound them (make spread)"]
+    for d in spread if trained else ():
+        if not (d / name).exists():
+            return [f"{name}: has trained columns but no reference run in {d} (make spread)"]
+        s = _read(d / name)
+        if list(s.columns) != list(b.columns) or len(s) != len(b):
+            return [f"{name}: the reference run in {d} has another shape than the golden "
+                    "table (make spread after changing a table)"]
+        refs[KERNEL_PREFIX if d.name.startswith(KERNEL_PREFIX) else SEED_PREFIX].append(s)
+    missing = [k + "*" for k, v in refs.items() if trained and not v]
+    if missing:
+        return [f"{name}: has trained columns but no {' or '.join(missing)} "
+                "reference runs to bound them (make spread)"]
     problems = []
     for col in a.columns:
         got, want = a[col].tolist(), b[col].tolist()
-        if col not in trained:
+        if col in trained:
+            problems += _check_trained(name, col, got,
+                                       [want] + [s[col].tolist() for s in refs[KERNEL_PREFIX]],
+                                       [s[col].tolist() for s in refs[SEED_PREFIX]])
+        else:
             problems += [f"{name}: row {r}, column {col!r}: {x!r} != {y!r} (exact)"
                          for r, (x, y) in enumerate(zip(got, want)) if x != y]
-            continue
-        problems += _check_trained(name, col, got, [want] + [s[col].tolist() for s in refs[KERNEL_PREFIX]],
-                                   [s[col].tolist() for s in refs[SEED_PREFIX]])
     return problems
 
 
@@ -210,7 +201,8 @@ def _check_trained(name: str, col: str, got: list, kernels: list[list],
         gold, v = knum[0][r], _number(x)
         if gold is None:                                  # text: a claim, a verdict, a bool
             if v is not None or shape_of(x) not in shapes:
-                problems.append(f"{where}: {x!r} has none of the shapes {sorted(shapes)} (trained)")
+                problems.append(f"{where}: {x!r} has none of the shapes {sorted(shapes)} "
+                                "(trained)")
             continue
         if v is None:
             problems.append(f"{where}: {x!r} is not a number (golden {kernels[0][r]!r})")

@@ -32,34 +32,36 @@ def seg_to_rgb(seg: np.ndarray) -> np.ndarray:
     """Colour a label map (..., H, W) with :data:`SEG_PALETTE` → (..., H, W, 3) uint8."""
     seg = np.asarray(seg)
     if seg.size and seg.max() >= len(SEG_PALETTE):
-        raise ValueError(f"seg has label {int(seg.max())}; the palette knows {len(SEG_PALETTE)} classes")
+        raise ValueError(f"seg has label {int(seg.max())}; the palette knows "
+                         f"{len(SEG_PALETTE)} classes")
     return SEG_PALETTE[seg]
 
 
 def _show(ax, img, title: str | None = None, fontsize: float = 7) -> None:
     ax.imshow(img, interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([])
+    ax.set(xticks=[], yticks=[])
     if title:
         ax.set_title("\n".join(textwrap.wrap(title, 26)), fontsize=fontsize)
+
+
+def _grid(n: int, ncols: int, width: float, height: float):
+    """``n`` panels, ``ncols`` a row, each ``width`` × ``height``: the figure, its first n axes."""
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * width, nrows * height), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    return fig, axes.flat[:n]
 
 
 def image_grid(images: Sequence[np.ndarray], ncols: int = 6, titles: Sequence[str] | None = None,
                size: float = 1.6, fontsize: float = 6.5):
     """A grid of (H, W, 3) images with optional wrapped titles."""
-    n = len(images)
-    if n == 0:
+    if len(images) == 0:
         raise ValueError("image_grid needs at least one image")
-    ncols = max(1, min(ncols, n))
-    nrows = -(-n // ncols)
-    extra = 0.45 if titles else 0.0
-    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * (size + extra)),
-                             squeeze=False)
-    for k, ax in enumerate(axes.flat):
-        if k < n:
-            _show(ax, images[k], titles[k] if titles else None, fontsize)
-        else:
-            ax.axis("off")
+    fig, axes = _grid(len(images), max(1, min(ncols, len(images))), size,
+                      size + (0.45 if titles else 0.0))
+    for k, ax in enumerate(axes):
+        _show(ax, images[k], titles[k] if titles else None, fontsize)
     fig.tight_layout()
     return fig
 
@@ -73,10 +75,10 @@ def video_strips(videos: Sequence[np.ndarray], titles: Sequence[str] | None = No
     fig, axes = plt.subplots(len(videos), t, figsize=(t * size, len(videos) * (size + 0.35)),
                              squeeze=False)
     for r, video in enumerate(videos):
-        for c in range(t):
-            ax = axes[r, c]
+        for c, ax in enumerate(axes[r]):
             if c < len(video):
                 _show(ax, video[c])
+                ax.set_xlabel(f"t={c}", fontsize=6)
             else:
                 ax.axis("off")
         if titles:
@@ -85,8 +87,6 @@ def video_strips(videos: Sequence[np.ndarray], titles: Sequence[str] | None = No
             axes[r, 0].annotate(titles[r], (0, 1), xycoords="axes fraction", xytext=(0, 3),
                                 textcoords="offset points", ha="left", va="bottom",
                                 fontsize=7, annotation_clip=False).set_in_layout(False)
-        for c in range(min(t, len(video))):
-            axes[r, c].set_xlabel(f"t={c}", fontsize=6)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         fig.tight_layout(h_pad=1.2)
@@ -94,14 +94,12 @@ def video_strips(videos: Sequence[np.ndarray], titles: Sequence[str] | None = No
 
 
 def _panel_images(kind: str, data) -> list[np.ndarray]:
-    if kind == "image":
+    if kind in ("seg", "segvideo"):
+        data = seg_to_rgb(data)
+    if kind in ("image", "seg"):
         return [data]
-    if kind == "seg":
-        return [seg_to_rgb(data)]
-    if kind == "video":
+    if kind in ("video", "segvideo"):
         return list(data)
-    if kind == "segvideo":
-        return list(seg_to_rgb(data))
     raise ValueError(f"unknown panel kind {kind!r}; expected text, image, seg, video or segvideo")
 
 
@@ -111,21 +109,16 @@ def task_overview(examples: Sequence[dict], frames_shown: int = 4, size: float =
     Each example is ``{"task": "T2I", "title": ..., "inputs": [(kind, data), ...],
     "output": (kind, data)}`` with kinds ``text``, ``image``, ``seg``, ``video``,
     ``segvideo`` (videos are shown by their first ``frames_shown`` frames)."""
+    def images(kind, data):
+        return [("img", im) for im in _panel_images(kind, data)[:frames_shown]]
+
     rows = []
     for ex in examples:
-        cells = []
-        for kind, data in ex["inputs"]:
-            if kind == "text":
-                cells.append(("text", data))
-            else:
-                cells += [("img", im) for im in _panel_images(kind, data)[:frames_shown]]
-        cells.append(("arrow", None))
-        kind, data = ex["output"]
-        cells += [("img", im) for im in _panel_images(kind, data)[:frames_shown]]
-        rows.append(cells)
-    # a text cell is three image cells wide
-    widths = [sum(3 if c[0] == "text" else 1 for c in row) for row in rows]
-    ncols = max(widths) + 2  # + two columns for the task name
+        cells = [c for kind, data in ex["inputs"]
+                 for c in ([("text", data)] if kind == "text" else images(kind, data))]
+        rows.append(cells + [("arrow", None)] + images(*ex["output"]))
+    # a text cell is three image cells wide; two more columns for the task name
+    ncols = max(sum(3 if kind == "text" else 1 for kind, _ in row) for row in rows) + 2
     fig = plt.figure(figsize=(ncols * size, len(rows) * size * 1.05))
     gs = fig.add_gridspec(len(rows), ncols, wspace=0.08, hspace=0.25)
     for r, (ex, row) in enumerate(zip(examples, rows)):
@@ -140,12 +133,12 @@ def task_overview(examples: Sequence[dict], frames_shown: int = 4, size: float =
             col += span
             if kind == "img":
                 _show(ax, data)
-            elif kind == "text":
-                ax.axis("off")
+                continue
+            ax.axis("off")
+            if kind == "text":
                 ax.text(0.5, 0.5, "\n".join(textwrap.wrap(f'"{data}"', 30)), fontsize=6.5,
                         ha="center", va="center", style="italic")
             else:
-                ax.axis("off")
                 ax.text(0.5, 0.5, "→", fontsize=14, ha="center", va="center")
     return fig
 
@@ -154,9 +147,8 @@ def attribute_bars(stats, ncols: int = 3):
     """Bar charts of value fractions per attribute, from rows with columns
     ``attribute``, ``value`` and ``fraction`` (a pandas DataFrame)."""
     attributes = list(dict.fromkeys(stats["attribute"]))
-    nrows = -(-len(attributes) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * 3.2, nrows * 2.4), squeeze=False)
-    for ax, attribute in zip(axes.flat, attributes):
+    fig, axes = _grid(len(attributes), ncols, 3.2, 2.4)
+    for ax, attribute in zip(axes, attributes):
         rows = stats[stats["attribute"] == attribute]
         ax.bar(range(len(rows)), rows["fraction"], color="#4c72b0")
         ax.set_xticks(range(len(rows)))
@@ -164,8 +156,6 @@ def attribute_bars(stats, ncols: int = 3):
         ax.axhline(1 / len(rows), color="grey", lw=0.8, ls="--")  # the uniform share
         ax.set_title(attribute, fontsize=9)
         ax.tick_params(axis="y", labelsize=7)
-    for ax in list(axes.flat)[len(attributes):]:
-        ax.axis("off")
     fig.tight_layout()
     return fig
 
@@ -211,18 +201,15 @@ def pattern_rgb(pattern: np.ndarray, query) -> np.ndarray:
     return rgb
 
 
-def _draw_frames(axes, pattern, query, label: str | None) -> None:
-    s, h, w = pattern.shape
-    rgb = pattern_rgb(pattern, query)
-    for t, ax in enumerate(axes):
-        ax.imshow(rgb[t], interpolation="nearest")
+def _draw_frames(axes, pattern, query) -> None:
+    _, h, w = pattern.shape
+    for t, (ax, frame) in enumerate(zip(axes, pattern_rgb(pattern, query))):
+        ax.imshow(frame, interpolation="nearest")
         ax.set_xticks(np.arange(-0.5, w, 1), minor=True)
         ax.set_yticks(np.arange(-0.5, h, 1), minor=True)
         ax.grid(which="minor", color="white", lw=1 if max(h, w) <= 16 else 0.3)
         ax.tick_params(which="both", length=0, labelbottom=False, labelleft=False)
         ax.set_title(f"frame {t}", fontsize=7)
-    if label:
-        axes[0].set_ylabel(label, fontsize=8)
 
 
 def sparse_attention_figure(shape=(2, 4, 4), query=(1, 1, 1), *, extent=(1, 1, 1),
@@ -233,20 +220,15 @@ def sparse_attention_figure(shape=(2, 4, 4), query=(1, 1, 1), *, extent=(1, 1, 1
     from .attention.masks import attention_mask
 
     s = shape[0]
-    fig, axes = plt.subplots(2, len(kinds) * s, figsize=(1.6 * s * len(kinds), 4.2),
-                             squeeze=False, gridspec_kw={"height_ratios": [1, 1.6]})
+    fig = plt.figure(figsize=(1.6 * s * len(kinds), 4.2))
+    gs = fig.add_gridspec(2, len(kinds) * s, height_ratios=[1, 1.6])
     for k, kind in enumerate(kinds):
-        cols = slice(k * s, (k + 1) * s)
-        pattern = attended_tokens(kind, shape, query, extent=extent, block_size=block_size,
-                                  causal=causal)
-        _draw_frames(axes[0, cols], pattern, query, None)
-        axes[0, k * s].set_ylabel(kind, fontsize=9, fontweight="bold")
         mask = attention_mask(kind, shape, shape, extent=extent, block_size=block_size,
                               causal=causal).numpy()
-        gs = axes[1, k * s].get_gridspec()
-        for ax in axes[1, cols]:
-            ax.remove()
-        big = fig.add_subplot(gs[1, cols])
+        top = [fig.add_subplot(gs[0, c]) for c in range(k * s, (k + 1) * s)]
+        _draw_frames(top, mask[_query_index(shape, query)].reshape(shape), query)
+        top[0].set_ylabel(kind, fontsize=9, fontweight="bold")
+        big = fig.add_subplot(gs[1, k * s:(k + 1) * s])
         big.imshow(np.where(mask[..., None], ATTENDED_RGB, 0).astype(np.uint8),
                    interpolation="nearest")
         big.set_title(f"{kind}: {int(mask.sum())} of {mask.size} pairs", fontsize=8)
@@ -267,10 +249,11 @@ def explorer_view(shape, query, extent, *, causal: bool = False, kind: str = "ne
     counts = attended_counts(shape, query, extent=extent, block_size=block_size, causal=causal)
     s = shape[0]
     fig, axes = plt.subplots(1, s, figsize=(min(1.8 * s, 14), 2.0), squeeze=False)
-    _draw_frames(axes[0], pattern, query, kind)
+    _draw_frames(axes[0], pattern, query)
+    axes[0, 0].set_ylabel(kind, fontsize=8)
     fig.tight_layout()
     others = ", ".join(f"{k} {n}" for k, n in counts.items() if k != kind)
-    summary = (f"{kind}: query {tuple(query)} attends to {int(pattern.sum())} of "
+    summary = (f"{kind}: query {tuple(query)} attends to {counts[kind]} of "
                f"{int(np.prod(shape))} tokens ({others})")
     return fig, summary
 
@@ -314,19 +297,17 @@ def attention_bench_figure(bench: dict, methods=("masked_sdpa", "causal_sdpa", "
     method against the number of frames s (grids s × 21 × 21)."""
     cases = bench["cases"]
     frames = sorted(cases, key=int)
-    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(9, 3.4))
-    for method in methods:
-        xs = [int(s) for s in frames if method in cases[s]]
-        ax_t.plot(xs, [cases[str(s)][method]["median_s"] * 1e3 for s in xs], marker="o",
-                  label=method)
-        ax_m.plot(xs, [cases[str(s)][method]["peak_mb"] for s in xs], marker="o", label=method)
-    ax_t.set(xscale="log", yscale="log", xlabel="frames s", ylabel="fwd+bwd median (ms)",
-             title="time")
-    ax_m.set(xscale="log", yscale="log", xlabel="frames s", ylabel="peak memory (MB)",
-             title="memory")
-    for ax in (ax_t, ax_m):
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    panels = (("median_s", 1e3, "fwd+bwd median (ms)", "time"),
+              ("peak_mb", 1, "peak memory (MB)", "memory"))
+    for ax, (key, scale, ylabel, title) in zip(axes, panels):
+        for method in methods:
+            xs = [s for s in frames if method in cases[s]]
+            ax.plot([int(s) for s in xs], [cases[s][method][key] * scale for s in xs],
+                    marker="o", label=method)
+        ax.set(xscale="log", yscale="log", xlabel="frames s", ylabel=ylabel, title=title)
         ax.minorticks_off()
-        ax.set_xticks([int(s) for s in frames], [str(s) for s in frames])
+        ax.set_xticks([int(s) for s in frames], frames)
         ax.legend(fontsize=8)
     fig.suptitle("3DNA on CPU, causal, e = (3, 3, 3), B=1, H=4, D=64", fontsize=9)
     fig.tight_layout()
@@ -334,7 +315,7 @@ def attention_bench_figure(bench: dict, methods=("masked_sdpa", "causal_sdpa", "
 
 
 # ---------------------------------------------------------------------------
-# notebook 01: the judges' sanity curves
+# training and evaluation curves (notebooks 01, 02, 04, 14)
 
 def curve_panels(rows, panels, x: str = "level", y: str = "value", line: str = "curve",
                  size=(3.6, 3.0)):
@@ -399,10 +380,10 @@ def task_loss_curves(curves: dict, smooth: int = 1, reference: float | None = No
 def study_curves(rows, panels, *, x: str = "TFLOP", line: str = "arm", by: str = "task",
                  logx: bool = True, size=(3.4, 2.8),
                  ceiling_label: str = "ceiling (real, through the VQ-GAN)"):
-    """Learning curves of a study (``nuwa_lib.experiments.study`` rows): one subplot row per value of
-    ``by`` (e.g. the task), one column per panel ``(y, ylabel, ceiling)`` where ``ceiling``
-    names a column drawn as a dashed line labelled ``ceiling_label`` (or None); one line per
-    value of ``line``."""
+    """Learning curves of a study (``nuwa_lib.experiments.study`` rows): one subplot row per
+    value of ``by`` (e.g. the task), one column per panel ``(y, ylabel, ceiling)`` where
+    ``ceiling`` names a column drawn as a dashed line labelled ``ceiling_label`` (or None);
+    one line per value of ``line``."""
     import pandas as pd
 
     df = pd.DataFrame(rows)

@@ -15,7 +15,6 @@ from . import tasks as T, world
 from .media import _file
 from .readers import READERS, Reader
 
-# --------------------------------------------------------------------------- configuration
 DATA_DEFAULTS = {
     "frames": 10,            # Sec. 4.1: 10 frames ...
     "fps": 2.5,              # ... at 2.5 fps
@@ -27,7 +26,6 @@ DATA_DEFAULTS = {
     "tasks": dict(T.PRETRAIN_ROLES),
     "datasets": {},
 }
-ENTRY_KEYS = {"reader", "root", "env"}
 
 
 def _merge(base, over):
@@ -88,7 +86,7 @@ def dataset_root(name: str, entry: Mapping) -> Path:
                          f"to its folder, or data.datasets.{name}.root in an --override file")
     path = Path(str(value)).expanduser()
     if not path.is_dir():
-        origin = "data.datasets.%s.root" % name if entry.get("root") else var
+        origin = f"data.datasets.{name}.root" if entry.get("root") else var
         raise FileNotFoundError(f"{path}: the root of dataset {name!r} (from {origin}) is not a "
                                 f"folder")
     return path
@@ -98,10 +96,10 @@ def open_dataset(cfg: Mapping[str, Any], name: str, *, size: int | None = None) 
     """The reader of dataset ``name`` of the profile's ``data.datasets``."""
     d = data_config(cfg)
     world._check("dataset", name, tuple(d["datasets"]) or ("(none: data.datasets is empty)",))
-    entry = dict(d["datasets"][name])
+    entry = d["datasets"][name]
     cls = READERS[entry["reader"]]
     root = dataset_root(name, entry)
-    options = {k: v for k, v in entry.items() if k not in ENTRY_KEYS}
+    options = {k: v for k, v in entry.items() if k not in ("reader", "root", "env")}
     allowed = (set(inspect.signature(cls.__init__).parameters) |
                set(inspect.signature(Reader.__init__).parameters)) - {"self", "root", "kw", "name"}
     unknown = set(options) - allowed
@@ -118,13 +116,11 @@ def task_datasets(cfg: Mapping[str, Any], tasks) -> dict:
     d = data_config(cfg)
     out = {}
     for t in T.task_names(tasks):
-        task = T.get_task(t)
-        if task.counterfactual:
+        if T.get_task(t).counterfactual:
             raise ValueError(f"task {t} is evaluated zero-shot against counterfactual ground "
                              f"truth that only the Shapes World has; it cannot train on real data")
-        name = (d["tasks"] or {}).get(t)
-        if not name:
+        out[t] = (d["tasks"] or {}).get(t)
+        if not out[t]:
             raise ValueError(f"task {t} has no dataset: set data.tasks.{t} to one of "
                              f"data.datasets ({', '.join(d['datasets']) or 'none defined'})")
-        out[t] = name
     return out

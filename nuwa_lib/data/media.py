@@ -25,7 +25,6 @@ class DataError(ValueError):
     video, an inconsistent HDF5 file. The message names the file."""
 
 
-# --------------------------------------------------------------------------- samples
 @dataclass
 class RealSample:
     """One sample of a real dataset: the fields of :class:`nuwa_lib.data.world.Sample` that real
@@ -44,17 +43,11 @@ class RealSample:
 
 
 # --------------------------------------------------------------------------- files
-def _file(path, what: str) -> Path:
+def _file(path, what: str, folder: bool = False) -> Path:
+    """``path`` if it is a file (a folder with ``folder``), else ``FileNotFoundError``."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: {what} not found")
-    return path
-
-
-def _folder(path, what: str) -> Path:
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path}: {what} (a folder) not found")
+    if not (path.is_dir() if folder else path.is_file()):
+        raise FileNotFoundError(f"{path}: {what}{' (a folder)' if folder else ''} not found")
     return path
 
 
@@ -67,33 +60,23 @@ def load_json(path, what: str):
         raise DataError(f"{path}: {what} is not valid JSON ({err})") from None
 
 
-def read_image(path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB from an image file."""
+def read_picture(path, label_map: bool = False) -> np.ndarray:
+    """(H, W, 3) uint8 RGB from an image file; with ``label_map``, (H, W) uint8 labels from
+    an 8-bit single-channel PNG (mode L or P)."""
     path = Path(path)
+    missing, what = ("label map", "the label map") if label_map else ("image file", "the image")
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: image file not found") from None
-    except (OSError, ValueError, SyntaxError) as err:
-        raise DataError(f"{path}: cannot read the image ({err})") from None
-
-
-def read_label_map(path) -> np.ndarray:
-    """(H, W) uint8 labels from an 8-bit single-channel PNG (mode L or P)."""
-    path = Path(path)
-    try:
-        with Image.open(path) as im:
-            if im.mode not in ("L", "P"):
+            if label_map and im.mode not in ("L", "P"):
                 raise DataError(f"{path}: a label map must be an 8-bit single-channel PNG (mode "
                                 f"L or P), got mode {im.mode}")
-            return np.asarray(im)
+            return np.asarray(im if label_map else im.convert("RGB"))
+    except DataError:
+        raise
     except FileNotFoundError:
-        raise DataError(f"{path}: label map not found") from None
+        raise DataError(f"{path}: {missing} not found") from None
     except (OSError, ValueError, SyntaxError) as err:
-        if isinstance(err, DataError):
-            raise
-        raise DataError(f"{path}: cannot read the label map ({err})") from None
+        raise DataError(f"{path}: cannot read {what} ({err})") from None
 
 
 def resize_crop(pic: np.ndarray, size: int, *, nearest=False, pre_size=None) -> np.ndarray:
@@ -112,8 +95,8 @@ def resize_crop(pic: np.ndarray, size: int, *, nearest=False, pre_size=None) -> 
 
 
 def class_table(rule="modulo", n_classes: int = world.N_SEG_CLASSES) -> np.ndarray:
-    """The lookup (256,) uint8 that maps a dataset's labels to ``n_classes`` sketch classes
-    (see the module docstring): ``"modulo"``, ``"clip"``, a list or a {label: class} map."""
+    """The lookup (256,) uint8 that maps a dataset's labels to ``n_classes`` sketch classes:
+    ``"modulo"``, ``"clip"``, a list or a {label: class} map (:mod:`nuwa_lib.data.readers`)."""
     n = world._check_min("n_classes", n_classes, 1)
     labels = np.arange(256)
     if isinstance(rule, str):
@@ -146,9 +129,8 @@ def read_video(path, frames: int, fps: float, size: int, *, pre_size=None) -> np
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: video file not found")
-    times = [k / fps for k in range(frames)]
-    picked: list = [None] * frames
-    k, t0, last, last_arr, count = 0, None, None, None, 0
+    picked: list = []
+    last, last_arr, t0, count = None, None, None, 0
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
@@ -160,27 +142,20 @@ def read_video(path, frames: int, fps: float, size: int, *, pre_size=None) -> np
                 t = fr.time if fr.time is not None else count / rate
                 count += 1
                 t0 = t if t0 is None else t0
-                t -= t0
-                while k < frames and t > times[k] + 1e-6:   # frame k is the last shown by then
-                    if last_arr is None:
-                        last_arr = last.to_ndarray(format="rgb24")
-                    picked[k] = last_arr
-                    k += 1
-                if k >= frames:
+                # frame k is the last one shown by time k / fps (decoded to RGB once)
+                while len(picked) < frames and t - t0 > len(picked) / fps + 1e-6:
+                    last_arr = last.to_ndarray(format="rgb24") if last_arr is None else last_arr
+                    picked.append(last_arr)
+                if len(picked) == frames:
                     break
                 last, last_arr = fr, None
-            if last is not None and k < frames:
-                last_arr = last_arr if last_arr is not None else last.to_ndarray(format="rgb24")
-                picked[k:] = [last_arr] * (frames - k)
+            if last is None:
+                raise DataError(f"{path}: no frame could be decoded")
+            if len(picked) < frames:
+                last_arr = last.to_ndarray(format="rgb24") if last_arr is None else last_arr
+                picked += [last_arr] * (frames - len(picked))
     except DataError:
         raise
     except (av.FFmpegError, OSError, ValueError, RuntimeError) as err:
         raise DataError(f"{path}: cannot decode the video ({type(err).__name__}: {err})") from None
-    if count == 0:
-        raise DataError(f"{path}: no frame could be decoded")
     return np.stack([resize_crop(f, size, pre_size=pre_size) for f in picked])
-
-
-def _fingerprint(path: Path) -> list:
-    st = path.stat()
-    return [path.name, st.st_size, st.st_mtime_ns]

@@ -1,27 +1,22 @@
-"""Real datasets (Sec. 4, 4.1): readers for the paper's data on disk. The files they decode
-are :mod:`nuwa_lib.data.media`, a profile's ``data:`` section is :mod:`nuwa_lib.data.catalog`,
-the tokens made from a reader are :mod:`nuwa_lib.tokenizers.real_tokens`, and
-``task_data(task, reader)`` (:mod:`nuwa_lib.training.task_data`) turns a reader into training
-data; this module imports none of the higher ones.
+"""Real datasets (Sec. 4, 4.1): readers for the paper's data on disk. Files are decoded by
+:mod:`nuwa_lib.data.media`; a profile's ``data:`` section (roots from ``NUWA_DATA_<NAME>`` or
+an override file) opens readers (:mod:`nuwa_lib.data.catalog`); their tokens are
+:mod:`nuwa_lib.tokenizers.real_tokens`; :func:`nuwa_lib.training.task_data.prepare` (what
+``python -m nuwa_lib.training.cli --real-data`` calls) turns them into training data. This
+module imports none of the higher ones.
 
-**Readers.** Each is an indexable sequence of :class:`RealSample` -- the fields of the
-world's :class:`nuwa_lib.data.world.Sample` that real data has: ``image`` (H, W, 3) uint8 or
-``video`` (T, H, W, 3) uint8, ``seg`` (H, W) / (T, H, W) uint8 class maps, ``caption`` (str
-or None) and ``labels`` -- at the resolution the visual tokenizer takes, so
-:func:`nuwa_lib.tokenizers.vqgan.encode` and the token builders read them unchanged:
+**Readers.** Each is an indexable sequence of :class:`RealSample` (the fields of the world's
+:class:`nuwa_lib.data.world.Sample` that real data has) at the resolution the visual
+tokenizer takes, so :func:`nuwa_lib.tokenizers.vqgan.encode` and the token builders read them
+unchanged. Each class documents its layout on disk:
 
 =================  ==========================================================================
-``coco_captions``  :class:`CocoCaptions`: a COCO caption JSON (``images`` / ``annotations``)
-                   and an image folder (MSCOCO; also Conceptual Captions written in that form)
-``coco_stuff``     :class:`CocoStuff`: images and PNG label maps of the same stem (COCO-Stuff)
-``bair_hdf5``      :class:`BairHDF5`: VideoGPT's HDF5 layout, ``<split>_data`` (N, H, W, 3)
-                   uint8 frames and ``<split>_idx`` the first frame of each video (the last
-                   video ends at the end of the data)
-``video_folder``   :class:`VideoFolder`: a folder of videos (searched recursively), optionally
-                   with an MSR-VTT, VATEX or ``{video: caption(s)}`` caption JSON; decoded
-                   with PyAV (Moments in Time, VATEX, MSR-VTT, Kinetics)
-``vspw``           :class:`VSPW`: ``data/<video>/origin/*.jpg`` frames and ``mask/*.png``
-                   label maps, videos listed in ``<split>.txt``
+``coco_captions``  :class:`CocoCaptions`: MSCOCO; also Conceptual Captions written that way
+``coco_stuff``     :class:`CocoStuff`: COCO-Stuff's images and label maps
+``bair_hdf5``      :class:`BairHDF5`: BAIR robot pushing in VideoGPT's HDF5 layout
+``video_folder``   :class:`VideoFolder`: a folder of videos decoded with PyAV, optionally
+                   captioned (Moments in Time, VATEX, MSR-VTT, Kinetics)
+``vspw``           :class:`VSPW`: VSPW's frame folders and label maps
 =================  ==========================================================================
 
 *Pictures* are resized so that the shorter side is ``size`` (bicubic; label maps nearest)
@@ -44,10 +39,6 @@ unlabelled (255) becomes 0 under both rules, and labels a table leaves out becom
 naming it; a malformed annotation, an unreadable picture or an undecodable video raises
 :class:`DataError` naming the file and what is wrong. With ``skip_bad=True`` a listed file
 that is missing, and a sample that cannot be read, are skipped with a warning naming it.
-
-The ``data:`` section (roots from ``NUWA_DATA_<NAME>`` or an override file) is
-:mod:`nuwa_lib.data.catalog`; :func:`nuwa_lib.training.task_data.prepare` builds everything a
-real-data run needs and is what ``python -m nuwa_lib.training.cli --real-data`` calls.
 """
 from __future__ import annotations
 
@@ -67,12 +58,9 @@ from .media import (
     DataError,
     RealSample,
     _file,
-    _fingerprint,
-    _folder,
     class_table,
     load_json,
-    read_image,
-    read_label_map,
+    read_picture,
     read_video,
     resize_crop,
 )
@@ -81,17 +69,21 @@ from .media import (
 # --------------------------------------------------------------------------- readers
 class Reader(Sequence):
     """A real dataset as a sequence of :class:`RealSample` (see the module docstring).
-    Subclasses fill ``self.items`` (one entry per sample, ``(id, ...)``) and ``_read``."""
+    Subclasses fill ``self.items`` (one entry per sample, ``(id, ...)``; ``(id, path,
+    caption)`` when captioned) and ``_read``; ``options`` names their own settings that
+    the samples depend on (part of :meth:`key`)."""
     fmt = ""
     kind = "image"            # "image" or "video"
     has_seg = False
+    options: tuple = ()
 
     def __init__(self, root, *, name: str | None = None, split: str = "train", size: int = 336,
                  frames: int = 10, fps: float = 2.5, seg_classes="modulo",
                  n_classes: int = world.N_SEG_CLASSES, pre_size: int | None = None,
                  skip_bad: bool = False):
-        self.root = _folder(Path(root).expanduser(), f"the root of dataset {name or self.fmt!r}")
         self.name = name or self.fmt
+        self.root = _file(Path(root).expanduser(), f"the root of dataset {self.name!r}",
+                          folder=True)
         self.split = str(split)
         self.size = world._check_min("size", size, 1)
         self.frames = world._check_min("frames", frames, 1)
@@ -106,7 +98,6 @@ class Reader(Sequence):
         self.items: list = []
         self.sources: list[Path] = []     # annotation files the items come from (the cache key)
 
-    # -- sequence
     def __len__(self) -> int:
         return len(self.items)
 
@@ -123,31 +114,27 @@ class Reader(Sequence):
         return (f"{type(self).__name__}({self.name!r}, {len(self)} {self.kind}s, "
                 f"{self.size}x{self.size}, root={str(self.root)!r})")
 
-    def _read(self, i: int) -> RealSample:     # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def _sample(self, i, path, *, image=None, video=None, seg=None, caption=None, labels=None):
+    def _sample(self, i, path, *, image=None, video=None, seg=None, caption=None):
         return RealSample(image=image, video=video, seg=seg, caption=caption, role=self.name,
-                          split=self.split, index=i, path=str(path), labels=dict(labels or {}))
+                          split=self.split, index=i, path=str(path))
 
-    def _classes(self, labels: np.ndarray) -> np.ndarray:
-        return self.table[labels]
+    def _fit(self, pic: np.ndarray, nearest=False) -> np.ndarray:
+        return resize_crop(pic, self.size, nearest=nearest, pre_size=self.pre_size)
 
-    def _picture(self, path) -> np.ndarray:
-        return resize_crop(read_image(path), self.size, pre_size=self.pre_size)
-
-    def _label_map(self, path, like: np.ndarray | None = None, like_path=None) -> np.ndarray:
-        labels = read_label_map(path)
-        if like is not None and labels.shape != like.shape[:2]:
-            raise DataError(f"{path}: label map of {labels.shape[1]}x{labels.shape[0]} does not "
-                            f"match its picture {like_path} of {like.shape[1]}x{like.shape[0]}")
-        return self._classes(resize_crop(labels, self.size, nearest=True, pre_size=self.pre_size))
+    def _with_map(self, picture, label_map) -> tuple:
+        """A picture and its label map (which must be the same size), both fitted, the
+        map's labels mapped to classes."""
+        raw, labels = read_picture(picture), read_picture(label_map, label_map=True)
+        if labels.shape != raw.shape[:2]:
+            raise DataError(f"{label_map}: label map of {labels.shape[1]}x{labels.shape[0]} does "
+                            f"not match its picture {picture} of {raw.shape[1]}x{raw.shape[0]}")
+        return self._fit(raw), self.table[self._fit(labels, nearest=True)]
 
     def _drop_missing(self, missing: list, what: str, listed_in) -> None:
         """Missing listed files: an error naming the first, or (skip_bad) a warning."""
         if not missing:
             return
-        where = f" (listed in {listed_in})" if listed_in else ""
+        where = f" (listed in {listed_in})"
         more = f"; {len(missing) - 1} more missing" if len(missing) > 1 else ""
         if not self.skip_bad:
             raise FileNotFoundError(f"{missing[0]}: {what} not found{where}{more}; fix the "
@@ -171,24 +158,23 @@ class Reader(Sequence):
     def captions(self) -> list:
         """Every sample's caption in order, read from the annotations only (no decoding);
         empty for an uncaptioned dataset."""
-        return []
+        return [it[2] for it in self.items] if self.captioned else []
 
     def key(self) -> dict:
         """What the samples depend on (token caches and runs are keyed by it)."""
         ids = hashlib.sha256(json.dumps([str(it[0]) for it in self.items]).encode()).hexdigest()
         seg = self.seg_classes if isinstance(self.seg_classes, str) else \
             hashlib.sha256(self.table.tobytes()).hexdigest()[:12]
+        video = self.kind == "video"
         return {"reader": self.fmt, "name": self.name, "root": str(self.root.resolve()),
                 "split": self.split, "size": self.size, "pre_size": self.pre_size,
-                "frames": self.frames if self.kind == "video" else None,
-                "fps": self.fps if self.kind == "video" else None,
+                "frames": self.frames if video else None, "fps": self.fps if video else None,
                 "seg_classes": seg if self.has_seg else None,
                 "n_classes": self.n_classes if self.has_seg else None,
-                "options": self._options(), "samples": len(self), "ids": ids[:16],
-                "sources": [_fingerprint(p) for p in self.sources]}
-
-    def _options(self) -> dict:
-        return {}
+                "options": {k: getattr(self, k) for k in self.options},
+                "samples": len(self), "ids": ids[:16],
+                "sources": [[p.name, st.st_size, st.st_mtime_ns]
+                            for p in self.sources for st in [p.stat()]]}
 
 
 class CocoCaptions(Reader):
@@ -196,27 +182,26 @@ class CocoCaptions(Reader):
     ``annotations`` [{image_id, caption}]) and the ``images`` folder, both relative to the
     root. One sample per image with its first caption, or one per (image, caption) pair
     with ``all_captions``."""
-    fmt, kind = "coco_captions", "image"
+    fmt, kind, options = "coco_captions", "image", ("all_captions",)
 
     def __init__(self, root, annotations="annotations/captions_train2017.json",
                  images="train2017", *, all_captions=False, **kw):
         super().__init__(root, **kw)
         self.captioned, self.all_captions = True, bool(all_captions)
-        self.annotations = _file(self.root / annotations, "COCO caption annotations")
-        self.images = _folder(self.root / images, "COCO image folder")
-        self.sources = [self.annotations]
-        data = load_json(self.annotations, "COCO caption annotations")
-        f = self.annotations
+        f = self.annotations = _file(self.root / annotations, "COCO caption annotations")
+        self.images = _file(self.root / images, "COCO image folder", folder=True)
+        self.sources = [f]
+        data = load_json(f, "COCO caption annotations")
         if not isinstance(data, dict) or not isinstance(data.get("images"), list) or \
                 not isinstance(data.get("annotations"), list):
             raise DataError(f"{f}: COCO caption annotations need the lists 'images' and "
                             f"'annotations'")
-        files, order = {}, []
+        files = {}
         for k, im in enumerate(data["images"]):
-            if not isinstance(im, dict) or "id" not in im or not isinstance(im.get("file_name"), str):
+            if not isinstance(im, dict) or "id" not in im or \
+                    not isinstance(im.get("file_name"), str):
                 raise DataError(f"{f}: images[{k}] needs an 'id' and a 'file_name'")
             files[im["id"]] = im["file_name"]
-            order.append(im["id"])
         caps: dict = {}
         for k, a in enumerate(data["annotations"]):
             if not isinstance(a, dict) or "image_id" not in a:
@@ -228,28 +213,19 @@ class CocoCaptions(Reader):
             if not isinstance(cap, str) or not cap.strip():
                 raise DataError(f"{f}: annotations[{k}] has no caption text")
             caps.setdefault(a["image_id"], []).append(" ".join(cap.split()))
-        items, missing = [], []
-        for image_id in order:
-            if image_id not in caps:
-                continue
+        missing = []
+        for image_id in (im["id"] for im in data["images"] if im["id"] in caps):
             path = self.images / files[image_id]
             if not path.is_file():
                 missing.append(path)
                 continue
             chosen = caps[image_id] if self.all_captions else caps[image_id][:1]
-            items += [(f"{image_id}/{j}", path, c) for j, c in enumerate(chosen)]
+            self.items += [(f"{image_id}/{j}", path, c) for j, c in enumerate(chosen)]
         self._drop_missing(missing, "image file", f)
-        self.items = items
 
     def _read(self, i):
         _, path, caption = self.items[i]
-        return self._sample(i, path, image=self._picture(path), caption=caption)
-
-    def captions(self):
-        return [it[2] for it in self.items]
-
-    def _options(self):
-        return {"all_captions": self.all_captions}
+        return self._sample(i, path, image=self._fit(read_picture(path)), caption=caption)
 
 
 class CocoStuff(Reader):
@@ -260,8 +236,8 @@ class CocoStuff(Reader):
     def __init__(self, root, images="train2017", labels="stuffthingmaps_trainval2017/train2017",
                  **kw):
         super().__init__(root, **kw)
-        self.images = _folder(self.root / images, "COCO-Stuff image folder")
-        self.labels = _folder(self.root / labels, "COCO-Stuff label-map folder")
+        self.images = _file(self.root / images, "COCO-Stuff image folder", folder=True)
+        self.labels = _file(self.root / labels, "COCO-Stuff label-map folder", folder=True)
         pictures = {p.stem: p for p in self.images.iterdir()
                     if p.suffix.lower() in IMAGE_EXTENSIONS}
         maps = sorted(p for p in self.labels.iterdir() if p.suffix.lower() == ".png")
@@ -273,10 +249,8 @@ class CocoStuff(Reader):
 
     def _read(self, i):
         _, pic, lab = self.items[i]
-        raw = read_image(pic)
-        seg = self._label_map(lab, raw, pic)
-        return self._sample(i, pic, image=resize_crop(raw, self.size, pre_size=self.pre_size),
-                            seg=seg)
+        image, seg = self._with_map(pic, lab)
+        return self._sample(i, pic, image=image, seg=seg)
 
 
 class BairHDF5(Reader):
@@ -285,7 +259,7 @@ class BairHDF5(Reader):
     video; video v is ``data[idx[v]:idx[v + 1]]``, the last one ending at the end of the
     data. ``frames`` frames ``stride`` apart from the first (no timestamps: ``fps`` is
     not used), resized to ``size``."""
-    fmt, kind = "bair_hdf5", "video"
+    fmt, kind, options = "bair_hdf5", "video", ("stride",)
 
     def __init__(self, root, file="bair.hdf5", *, stride: int = 1, **kw):
         import h5py
@@ -297,13 +271,12 @@ class BairHDF5(Reader):
         self._data, self._idx = f"{self.split}_data", f"{self.split}_idx"
         try:
             with h5py.File(self.file, "r") as h5:
-                keys = sorted(h5.keys())
                 for k in (self._data, self._idx):
                     if k not in h5:
                         raise DataError(f"{self.file}: no dataset {k!r} (VideoGPT's layout: "
-                                        f"<split>_data and <split>_idx); found {keys}")
-                data, idx = h5[self._data], np.asarray(h5[self._idx])
-                shape, dtype = data.shape, data.dtype
+                                        f"<split>_data and <split>_idx); found {sorted(h5)}")
+                shape, dtype = h5[self._data].shape, h5[self._data].dtype
+                idx = np.asarray(h5[self._idx])
         except OSError as err:
             raise DataError(f"{self.file}: not a readable HDF5 file ({err})") from None
         if len(shape) != 4 or shape[-1] != 3 or dtype != np.uint8:
@@ -330,30 +303,28 @@ class BairHDF5(Reader):
                 clip = h5[self._data][a:a + int(want[-1]) + 1]
         except OSError as err:
             raise DataError(f"{self.file}: cannot read video {i} ({err})") from None
-        video = np.stack([resize_crop(f, self.size, pre_size=self.pre_size) for f in clip[want]])
+        video = np.stack([self._fit(f) for f in clip[want]])
         return self._sample(i, f"{self.file}:{self._data}[{a}:{b}]", video=video)
-
-    def _options(self):
-        return {"stride": self.stride}
 
 
 def video_captions(data, path) -> list:
     """[(video id, [captions])] from a caption JSON in one of three layouts: MSR-VTT
     (``{"videos": [{video_id}], "sentences": [{video_id, caption}]}``), VATEX
     (``[{"videoID", "enCap": [...]}]``) or ``{video id: caption or [captions]}``."""
-    out: dict = {}
+    pairs = []
     if isinstance(data, dict) and "sentences" in data:
         if not isinstance(data["sentences"], list):
             raise DataError(f"{path}: 'sentences' must be a list (MSR-VTT layout)")
         for v in data.get("videos") or []:
             if not isinstance(v, dict) or "video_id" not in v:
                 raise DataError(f"{path}: every entry of 'videos' needs a 'video_id'")
-            out.setdefault(str(v["video_id"]), [])
+            pairs.append((v["video_id"], []))
         for k, s in enumerate(data["sentences"]):
-            if not isinstance(s, dict) or "video_id" not in s or not isinstance(s.get("caption"), str):
+            if not isinstance(s, dict) or "video_id" not in s or \
+                    not isinstance(s.get("caption"), str):
                 raise DataError(f"{path}: sentences[{k}] needs a 'video_id' and a 'caption' "
                                 f"(MSR-VTT layout)")
-            out.setdefault(str(s["video_id"]), []).append(s["caption"])
+            pairs.append((s["video_id"], [s["caption"]]))
     elif isinstance(data, list):
         for k, v in enumerate(data):
             caps = v.get("enCap") if isinstance(v, dict) else None
@@ -361,20 +332,22 @@ def video_captions(data, path) -> list:
                     not all(isinstance(c, str) for c in caps):
                 raise DataError(f"{path}: entry {k} needs a 'videoID' and 'enCap', a list of "
                                 f"captions (VATEX layout)")
-            out.setdefault(str(v["videoID"]), []).extend(caps)
+            pairs.append((v["videoID"], caps))
     elif isinstance(data, dict):
         for vid, caps in data.items():
             caps = [caps] if isinstance(caps, str) else caps
             if not isinstance(caps, list) or not all(isinstance(c, str) for c in caps):
                 raise DataError(f"{path}: the captions of {vid!r} must be a string or a list of "
                                 f"strings")
-            out[str(vid)] = list(caps)
+            pairs.append((vid, caps))
     else:
         raise DataError(f"{path}: not a caption file (MSR-VTT {{videos, sentences}}, VATEX "
                         f"[{{videoID, enCap}}] or {{video: caption(s)}}), got a "
                         f"{type(data).__name__}")
-    cleaned = [(vid, [" ".join(c.split()) for c in caps if c.strip()]) for vid, caps in out.items()]
-    return [(vid, caps) for vid, caps in cleaned if caps]
+    out: dict = {}
+    for vid, caps in pairs:
+        out.setdefault(str(vid), []).extend(" ".join(c.split()) for c in caps if c.strip())
+    return [(vid, caps) for vid, caps in out.items() if caps]
 
 
 class VideoFolder(Reader):
@@ -383,11 +356,11 @@ class VideoFolder(Reader):
     stem or its path below the folder without the extension). Without captions every video
     is a sample (Moments in Time); with them, the captioned videos in the file's order,
     with their first caption (or one sample per caption with ``all_captions``)."""
-    fmt, kind = "video_folder", "video"
+    fmt, kind, options = "video_folder", "video", ("all_captions",)
 
     def __init__(self, root, videos="videos", captions=None, *, all_captions=False, **kw):
         super().__init__(root, **kw)
-        self.videos = _folder(self.root / videos, "video folder")
+        self.videos = _file(self.root / videos, "video folder", folder=True)
         self.all_captions = bool(all_captions)
         files = sorted(p for p in self.videos.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS)
         if captions is None:
@@ -405,27 +378,18 @@ class VideoFolder(Reader):
         listed = video_captions(load_json(self.caption_file, "caption file"), self.caption_file)
         if not listed:
             raise DataError(f"{self.caption_file}: no captions")
-        items, missing = [], []
+        missing = [self.videos / vid for vid, _ in listed if vid not in by_id]
         for vid, caps in listed:
-            if vid not in by_id:
-                missing.append(self.videos / vid)
-                continue
-            chosen = caps if self.all_captions else caps[:1]
-            items += [(f"{vid}/{j}", by_id[vid], c) for j, c in enumerate(chosen)]
+            if vid in by_id:
+                chosen = caps if self.all_captions else caps[:1]
+                self.items += [(f"{vid}/{j}", by_id[vid], c) for j, c in enumerate(chosen)]
         self._drop_missing(missing, f"video file ({'/'.join(VIDEO_EXTENSIONS)})",
                            self.caption_file)
-        self.items = items
 
     def _read(self, i):
         _, path, caption = self.items[i]
         video = read_video(path, self.frames, self.fps, self.size, pre_size=self.pre_size)
         return self._sample(i, path, video=video, caption=caption)
-
-    def captions(self):
-        return [it[2] for it in self.items] if self.captioned else []
-
-    def _options(self):
-        return {"all_captions": self.all_captions}
 
 
 class VSPW(Reader):
@@ -433,11 +397,11 @@ class VSPW(Reader):
     ``data/<video>/origin/*.jpg`` of frames at ``source_fps`` (15) with label maps
     ``data/<video>/mask/<frame>.png`` (124 classes, 255 unlabelled). ``frames`` frames at
     ``fps`` (every ``source_fps / fps``-th still), pictures and mapped class maps."""
-    fmt, kind, has_seg = "vspw", "video", True
+    fmt, kind, has_seg, options = "vspw", "video", True, ("source_fps",)
 
     def __init__(self, root, *, data="data", list_file=None, source_fps: float = 15.0, **kw):
         super().__init__(root, **kw)
-        self.data = _folder(self.root / data, "VSPW data folder")
+        self.data = _file(self.root / data, "VSPW data folder", folder=True)
         self.list_file = _file(self.root / (list_file or f"{self.split}.txt"), "VSPW video list")
         if not isinstance(source_fps, (int, float)) or source_fps <= 0:
             raise ValueError(f"source_fps must be a positive number, got {source_fps!r}")
@@ -446,26 +410,22 @@ class VSPW(Reader):
         names = [l.strip() for l in self.list_file.read_text().splitlines() if l.strip()]
         if not names:
             raise DataError(f"{self.list_file}: lists no videos")
-        missing = [self.data / n / "origin" for n in names if not (self.data / n / "origin").is_dir()]
-        self._drop_missing(missing, "frame folder", self.list_file)
-        self.items = [(n, self.data / n) for n in names if (self.data / n / "origin").is_dir()]
+        present = {n: (self.data / n / "origin").is_dir() for n in names}
+        self._drop_missing([self.data / n / "origin" for n in names if not present[n]],
+                           "frame folder", self.list_file)
+        self.items = [(n, self.data / n) for n in names if present[n]]
 
     def _read(self, i):
-        name, folder = self.items[i]
-        stills = sorted(p for p in (folder / "origin").iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        _, folder = self.items[i]
+        stills = sorted(p for p in (folder / "origin").iterdir()
+                        if p.suffix.lower() in IMAGE_EXTENSIONS)
         if not stills:
             raise DataError(f"{folder / 'origin'}: no frames")
         step = self.source_fps / self.fps
-        picks = [min(int(round(k * step)), len(stills) - 1) for k in range(self.frames)]
-        video, seg = [], []
-        for j in picks:
-            raw = read_image(stills[j])
-            seg.append(self._label_map(folder / "mask" / f"{stills[j].stem}.png", raw, stills[j]))
-            video.append(resize_crop(raw, self.size, pre_size=self.pre_size))
-        return self._sample(i, folder, video=np.stack(video), seg=np.stack(seg))
-
-    def _options(self):
-        return {"source_fps": self.source_fps}
+        picks = [stills[min(int(round(k * step)), len(stills) - 1)] for k in range(self.frames)]
+        video, seg = map(np.stack, zip(*[self._with_map(p, folder / "mask" / f"{p.stem}.png")
+                                         for p in picks]))
+        return self._sample(i, folder, video=video, seg=seg)
 
 
 READERS = {r.fmt: r for r in (CocoCaptions, CocoStuff, BairHDF5, VideoFolder, VSPW)}

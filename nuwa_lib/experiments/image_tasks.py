@@ -1,26 +1,6 @@
 """The image tasks of Sec. 4.2 on the world: T2I (Table 1, Fig. 4), S2I (Fig. 6), zero-shot
-I2I completion (Fig. 7) and TI2I manipulation (Fig. 8).
-
-What notebooks 05-08 share, so no logic lives only in a notebook:
-
-* :func:`seeded` -- a profile with another seed (a Table 1 row's repeat: the model's
-  initialisation, the training draws and the world's training samples all follow it; the
-  evaluation data are always drawn with the profile's own seed);
-* :func:`real_pictures` / :func:`real_segs` -- the real world pictures (not through the
-  VQ-GAN) and class maps of a role's split, the reference set of FID and PA;
-* :func:`t2i_scores` -- Table 1's columns for one set of samples: FID-0/1/2/4/8, IS, CLIPSIM;
-* :func:`mean_std` and :func:`table1` -- seeds aggregated (mean, std) and our rows beside
-  the paper's (:data:`nuwa_lib.experiments.paper.TABLE1`);
-* :func:`decide` and :func:`verdict` -- the rule every claim of every table follows: a
-  claim *holds* when the means are ordered as claimed, and holds *clearly* when the gap
-  exceeds the sum of the two rows' spreads, which needs a measured spread on both rows
-  (a single run has none: its clear is None, "holds (no spread measured)");
-* :func:`t2i_claims` -- the paper's two Table 1 claims decided from the numbers;
-* :func:`unchanged_region` and :func:`ti2i_scores` -- TI2I against the counterfactual
-  ground truth: the changed attribute, the preserved ones, PA of the unchanged region;
-* :func:`i2i_scores` -- I2I completions: agreement with the ground truth where the given
-  top half determines the object, diversity where it does not;
-* :func:`segmentation_pa` -- S2I: the segmenter's PA of generated images against the sketch.
+I2I completion (Fig. 7) and TI2I manipulation (Fig. 8) -- what notebooks 05-08 share, so no
+logic lives only in a notebook. Every claim is decided by :mod:`.claims`.
 """
 from __future__ import annotations
 
@@ -28,11 +8,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..data import splits, world
+from ..data import splits, tasks as T, world
 from ..evaluation import metrics
 from ..evaluation.segmentation import pixel_accuracy
 from . import paper
-from .claims import decide, mean_std
+from .claims import NAN, decide, ours_of, side_row
 
 # The paper's columns, then ours: "Acc" (the world classifier reads every attribute the
 # caption names, DESIGN §7), which the paper has no column for.
@@ -49,31 +29,34 @@ def seeded(cfg: Mapping[str, Any], seed: int) -> dict:
     return {**dict(cfg), "seed": int(seed)}
 
 
+def world_samples(role: str, split: str, indices, *, seed=0, canvas=32, frames=8) -> list:
+    """The world's samples ``indices`` of a role's split."""
+    return [splits.sample(role, split, int(i), seed, canvas, frames) for i in indices]
+
+
 def real_pictures(role: str, split: str, indices, *, seed=0, canvas=32, frames=8) -> np.ndarray:
     """uint8 (N, H, W, 3) images (or (N, T, H, W, 3) videos) of samples ``indices``."""
-    video = splits.ROLES[role].kind == "video"
-    return np.stack([getattr(splits.sample(role, split, int(i), seed, canvas, frames),
-                             "video" if video else "image") for i in indices])
+    what = "video" if splits.ROLES[role].kind == "video" else "image"
+    return np.stack([getattr(s, what) for s in world_samples(role, split, indices, seed=seed,
+                                                             canvas=canvas, frames=frames)])
 
 
 def real_segs(role: str, split: str, indices, *, seed=0, canvas=32, frames=8) -> np.ndarray:
     """Class maps (N, H, W) (or (N, T, H, W)) of samples ``indices``."""
-    return np.stack([splits.sample(role, split, int(i), seed, canvas, frames).seg
-                     for i in indices])
+    return np.stack([s.seg for s in world_samples(role, split, indices, seed=seed,
+                                                  canvas=canvas, frames=frames)])
 
 
 def counterfactual_pictures(role: str, split: str, indices, *, seed=0, canvas=32,
                             frames=8) -> dict:
-    """TI2I's ground truth for samples ``indices``: {"edits": what changed, per sample
-    {"attribute", "value", "position", "objects"} (see :func:`edit_accuracy`), "before": originals (N, H, W, 3),
+    """TI2I's ground truth for samples ``indices``: {"edits": per sample {"attribute",
+    "value", "position", "objects"} (see :func:`edit_accuracy`), "before": the originals,
     "after": the counterfactual pictures, "captions": the edited captions, "segs": the class
     maps (a colour edit keeps them), "edit_rows": first changed pixel row per sample}."""
-    from ..data import tasks as T
-
-    samples = [splits.sample(role, split, int(i), seed, canvas, frames) for i in indices]
+    samples = world_samples(role, split, indices, seed=seed, canvas=canvas, frames=frames)
     cfs = [T.counterfactual("TI2I", s, frames) for s in samples]
     edits = []
-    for s, c in zip(samples, cfs):       # the edit tasks.counterfactual makes: the last object's colour
+    for s, c in zip(samples, cfs):      # the edit tasks.counterfactual makes: last object's colour
         obj = s.scene.objects[-1]
         new = world.COLOURS[(world.COLOURS.index(obj.colour) + 1) % len(world.COLOURS)]
         changed = world.change_attribute(s.scene, "colour", new, obj=len(s.scene.objects) - 1)
@@ -83,8 +66,7 @@ def counterfactual_pictures(role: str, split: str, indices, *, seed=0, canvas=32
                       "objects": len(s.scene.objects)})
     return {"edits": edits, "before": np.stack([s.image for s in samples]),
             "after": np.stack([c["picture"] for c in cfs]),
-            "captions": [c["caption"] for c in cfs],
-            "segs": np.stack([s.seg for s in samples]),
+            "captions": [c["caption"] for c in cfs], "segs": np.stack([s.seg for s in samples]),
             "edit_rows": np.array([c["edit_row"] for c in cfs])}
 
 
@@ -97,13 +79,11 @@ def t2i_scores(samples, real, captions, classifier, clip, *, radii=metrics.FID_R
     if samples.ndim != 4 or real.ndim != 4:
         raise ValueError(f"samples and real must be images (N, H, W, 3), got shapes "
                          f"{samples.shape} and {real.shape}")
-    out = {f"FID-{k}": v for k, v in metrics.fid_k(samples, real, classifier, radii).items()}
-    out["IS"] = metrics.inception_score(samples, classifier, splits=isc_splits)[0]
-    out["CLIPSIM"] = metrics.clipsim(clip, samples, captions)
-    out["Acc"] = metrics.accuracy(classifier, samples, captions)
-    return out
-
-
+    fids = metrics.fid_k(samples, real, classifier, radii)
+    return {**{f"FID-{k}": v for k, v in fids.items()},
+            "IS": metrics.inception_score(samples, classifier, splits=isc_splits)[0],
+            "CLIPSIM": metrics.clipsim(clip, samples, captions),
+            "Acc": metrics.accuracy(classifier, samples, captions)}
 
 
 def table1(ours: Mapping[str, Sequence[Mapping[str, float]]], columns=TABLE1_COLUMNS,
@@ -118,74 +98,46 @@ def table1(ours: Mapping[str, Sequence[Mapping[str, float]]], columns=TABLE1_COL
     unknown = set(ours) - set(OUR_ROWS)
     if unknown:
         raise ValueError(f"unknown Table 1 row(s) {sorted(unknown)}; rows: {', '.join(OUR_ROWS)}")
-    rows = []
-    for p in paper.TABLE1:
-        key = p.get("ours")
-        row = {"model": p["model"], "setting": p["setting"], "row": key or "",
-               "seeds": len(ours.get(key, ())) if key else 0}
-        agg = mean_std(ours[key], columns) if key in ours else {}
-        for c in columns:
-            m, s = agg.get(c, (float("nan"), float("nan")))
-            row[c], row[f"{c} std"] = m, s
-            row[f"paper {c}"] = float("nan") if p.get(c) is None else p[c]
-        rows.append(row)
+    rows = [side_row(p, p.get("ours"), ours, columns, {"setting": p["setting"]})
+            for p in paper.TABLE1]
     if ceiling is not None:
         row = {"model": "real, through the VQ-GAN", "setting": "ceiling of the tokens",
                "row": CEILING_ROW, "seeds": 0}
         for c in columns:
-            row[c], row[f"{c} std"], row[f"paper {c}"] = float(ceiling[c]), float("nan"), float("nan")
+            row[c], row[f"{c} std"], row[f"paper {c}"] = float(ceiling[c]), NAN, NAN
         rows.append(row)
     tab = pd.DataFrame(rows)
     if ceiling is not None and "Acc" in columns:
         top = float(ceiling["Acc"])
-        tab["Acc / ceiling"] = tab["Acc"] / top if top > 0 else float("nan")
+        tab["Acc / ceiling"] = tab["Acc"] / top if top > 0 else NAN
     return tab
-
-
-def _get(table, key, column, what="Table 1"):
-    """(our mean, our std) of ``column`` in the row ``key`` of a side-by-side table."""
-    r = table[table["row"] == key]
-    if r.empty:
-        raise ValueError(f"{what} has no row {key!r}")
-    return float(r[column].iloc[0]), float(r[f"{column} std"].iloc[0])
-
-
-
-
-
-
-def _all_clear(flags) -> bool | None:
-    """Several gaps at once: None when any is unmeasured, else whether all are clear."""
-    flags = list(flags)
-    return None if any(f is None for f in flags) else all(flags)
 
 
 def t2i_claims(table, fid: str = "FID-0") -> list:
     """The paper's Table 1 claims decided from our numbers (lower FID is better, higher
-    CLIPSIM is better): rows {"claim", "paper", "ours", "holds", "clear"}, each decided by
-    :func:`decide` (``clear`` None where a compared row has a single run)."""
-    def cmp(a, b, column, lower):
-        (ma, sa), (mb, sb) = _get(table, a, column), _get(table, b, column)
-        return (*decide(ma, sa, mb, sb, lower), f"{ma:.3f} vs {mb:.3f}")
+    CLIPSIM is better): rows {"claim", "paper", "ours", "holds", "clear"}."""
+    theirs = {p["ours"]: p for p in paper.TABLE1 if "ours" in p}
 
-    def paper_value(key, column):
-        return next(p[column] for p in paper.TABLE1 if p.get("ours") == key)
+    def cmp(a, b, column, lower):
+        (ma, sa), (mb, sb) = (ours_of(table, k, column, "Table 1") for k in (a, b))
+        return (*decide(ma, sa, mb, sb, lower), f"{ma:.3f}", f"{mb:.3f}")
 
     out = []
     for column, lower in ((fid, True), ("CLIPSIM", False)):
         word = "lower" if lower else "higher"
-        a = [cmp("scratch_nearby", other, column, lower)
-             for other in ("scratch_axial", "scratch_full")]
-        pv = [paper_value(k, column) for k in ("scratch_nearby", "scratch_axial", "scratch_full")]
+        h1, c1, nearby, axial = cmp("scratch_nearby", "scratch_axial", column, lower)
+        h2, c2, _, full = cmp("scratch_nearby", "scratch_full", column, lower)
+        pv = [theirs[k][column] for k in ("scratch_nearby", "scratch_axial", "scratch_full")]
         out.append({"claim": f"nearby beats axial and full ({column}, {word} is better)",
                     "paper": f"{pv[0]} vs {pv[1]} (axial), {pv[2]} (full)",
-                    "ours": f"{a[0][2]} (axial), {a[1][2].split(' vs ')[1]} (full)",
-                    "holds": bool(a[0][0] and a[1][0]), "clear": _all_clear([a[0][1], a[1][1]])})
-        b = cmp("finetune_multitask", "finetune_cc", column, lower)
+                    "ours": f"{nearby} vs {axial} (axial), {full} (full)",
+                    "holds": bool(h1 and h2),
+                    "clear": None if c1 is None or c2 is None else c1 and c2})
+        holds, clear, multi, cc = cmp("finetune_multitask", "finetune_cc", column, lower)
         out.append({"claim": f"multi-task pretraining helps T2I ({column}, {word} is better)",
-                    "paper": f"{paper_value('finetune_multitask', column)} vs "
-                             f"{paper_value('finetune_cc', column)} (CC only)",
-                    "ours": f"{b[2]} (CC only)", "holds": b[0], "clear": b[1]})
+                    "paper": f"{theirs['finetune_multitask'][column]} vs "
+                             f"{theirs['finetune_cc'][column]} (CC only)",
+                    "ours": f"{multi} vs {cc} (CC only)", "holds": holds, "clear": clear})
     return out
 
 
@@ -205,9 +157,12 @@ def region_pa(pred, target, region) -> float:
     if not (pred.shape == target.shape == region.shape):
         raise ValueError(f"pred {pred.shape}, target {target.shape} and region {region.shape} "
                          f"must have one shape")
-    if not region.any():
-        return float("nan")
-    return float((pred == target)[region].mean())
+    return _mean_over(pred == target, region)
+
+
+def _mean_over(values: np.ndarray, sel: np.ndarray) -> float:
+    """The mean of ``values`` where ``sel`` holds; NaN where it holds nowhere."""
+    return float(values[sel].mean()) if sel.any() else NAN
 
 
 def edit_accuracy(classifier, samples, edits) -> float:
@@ -230,17 +185,11 @@ def edit_accuracy(classifier, samples, edits) -> float:
 
 def ti2i_scores(classifier, segmenter, samples, captions, before, after, segs,
                 changed: str = "colour", edits=None) -> dict:
-    """TI2I against the counterfactual ground truth: ``samples`` edited by the model for the
-    edited ``captions``; ``before`` / ``after`` the original and counterfactual pictures,
-    ``segs`` the scenes' class maps (a colour edit keeps them).
-
-    * ``changed``: with ``edits`` (:func:`counterfactual_pictures`), how often the judge reads
-      the edited object's attribute as the new value (:func:`edit_accuracy`); without, how
-      often it reads that attribute of every object as the caption names it;
-    * ``preserved``: the same for every other attribute the caption names (mean over them);
-    * ``all``: every named attribute right (Acc);
-    * ``PA unchanged``: the segmenter's PA of the samples against the class maps, on the
-      pixels the edit does not touch (:func:`unchanged_region`)."""
+    """TI2I ``samples`` for the edited ``captions`` against the counterfactual ground truth
+    (``before`` / ``after`` pictures, class maps ``segs``): ``changed`` (with ``edits``, by
+    :func:`edit_accuracy`; without, that attribute of every object), ``preserved`` (every other
+    attribute named), ``all`` (Acc), and ``PA unchanged`` (the segmenter's PA on the pixels the
+    edit does not touch)."""
     agree = metrics.attribute_agreement(classifier, samples, captions)
     if changed not in agree:
         raise ValueError(f"attribute {changed!r} is not named by the captions; read: "
@@ -266,8 +215,7 @@ def determined(scenes, rows: int) -> np.ndarray:
 
 def diversity(pictures_a, pictures_b) -> float:
     """Mean absolute pixel difference in [0, 1] of two completions of the same primes."""
-    a = np.asarray(pictures_a, np.float32)
-    b = np.asarray(pictures_b, np.float32)
+    a, b = np.asarray(pictures_a, np.float32), np.asarray(pictures_b, np.float32)
     if a.shape != b.shape:
         raise ValueError(f"two sets of completions must have one shape, got {a.shape}, {b.shape}")
     return float(np.abs(a - b).mean() / 255.0)
@@ -281,16 +229,14 @@ def i2i_scores(classifier, samples, captions, is_determined, second=None) -> dic
     samples = np.asarray(samples)
     ok = metrics.attribute_agreement(classifier, samples, captions, per_sample=True)["per_sample"]
     d = np.asarray(is_determined, bool)
-    out = {"Acc": float(ok.mean()),
-           "Acc (determined)": float(ok[d].mean()) if d.any() else float("nan"),
-           "Acc (not determined)": float(ok[~d].mean()) if (~d).any() else float("nan"),
-           "determined share": float(d.mean())}
+    out = {"Acc": float(ok.mean()), "Acc (determined)": _mean_over(ok, d),
+           "Acc (not determined)": _mean_over(ok, ~d), "determined share": float(d.mean())}
     if second is not None:
         h = samples.shape[1] // 2
         a, b = samples[:, h:], np.asarray(second)[:, h:]
         out["diversity (bottom half)"] = diversity(a, b)
         for name, sel in (("determined", d), ("not determined", ~d)):
-            out[f"diversity ({name})"] = diversity(a[sel], b[sel]) if sel.any() else float("nan")
+            out[f"diversity ({name})"] = diversity(a[sel], b[sel]) if sel.any() else NAN
     return out
 
 

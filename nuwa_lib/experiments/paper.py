@@ -24,8 +24,6 @@ TABLE4_SKETCHES = [
     {"model": "VQ-GAN-Seg", "data": "VSPW", "R": 336, "D": 21, "F": 16, "PA": 95.36, "FWIoU": 91.82},
 ]
 
-
-
 # Table 1: T2I on MSCOCO (256²); FID-k (DALL-E's blurred FID), IS, CLIPSIM (GODIVA).
 # None where the paper prints "-". Our rows stand in for the NÜWA rows (``ours``).
 TABLE1_COLUMNS = ("FID-0", "FID-1", "FID-2", "FID-4", "FID-8", "IS", "CLIPSIM")

@@ -30,20 +30,13 @@ _SCALE = {"k": 1e3, "K": 1e3, "M": 1e6, "B": 1e9}
 
 def values_in(text: str) -> list[float]:
     """Every number written in ``text`` (thousands separators allowed)."""
-    out = []
-    for m in _VALUE.finditer(text):
-        try:
-            out.append(float(m.group(0).replace(",", "")))
-        except ValueError:
-            pass
-    return out
+    return [float(m.group(0).replace(",", "")) for m in _VALUE.finditer(text)]
 
 
 def _numbers(obj) -> Iterable[float]:
     if isinstance(obj, Mapping):
-        for v in obj.values():
-            yield from _numbers(v)
-    elif isinstance(obj, (list, tuple)):
+        obj = list(obj.values())
+    if isinstance(obj, (list, tuple)):
         for v in obj:
             yield from _numbers(v)
     elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
@@ -63,9 +56,7 @@ def record_values(root, notebook: str, executed: Mapping, extra=()) -> list[floa
         except (OSError, ValueError):
             continue
         with open(prov.with_name(prov.name.replace(".provenance.json", ".csv"))) as fh:
-            for row in csv.reader(fh):
-                for cell in row:
-                    vals += values_in(cell)
+            vals += [v for row in csv.reader(fh) for cell in row for v in values_in(cell)]
     for path in sorted((root / "metrics").glob("*.json")):
         vals += values_in(path.read_text())
     for cell in executed.get("cells", []):
@@ -79,9 +70,7 @@ def _reproduces(v: float, x: float, decimals: int, zeros: int) -> bool:
     if not math.isfinite(v):
         return False
     v, half = abs(v), 0.5 * 10.0 ** -decimals * (1 + 1e-9)   # either rounding of a half
-    if abs(v - x) <= half:
-        return True
-    return zeros > 0 and abs(v - x) <= 0.5 * 10.0 ** zeros * (1 + 1e-9)
+    return abs(v - x) <= half or (zeros > 0 and abs(v - x) <= 0.5 * 10.0 ** zeros * (1 + 1e-9))
 
 
 def quotes(text: str) -> list[tuple[str, list[tuple[float, int, float]], int]]:

@@ -1,20 +1,16 @@
 """How NÜWA and its tokenizer learn the world: learning curves against training compute.
 
-The paper trains at one scale and reports where it ended (Sec. 4.1); at toy scale the question
-comes first: how much compute does a model of a given width need before its samples say what
-their prompts say, and where does the tokenizer cap that? The study answers it on the world,
-with the judges of notebook 01 (DESIGN §7) and the profile's ``study:`` section:
+The paper trains at one scale (Sec. 4.1); at toy scale the question comes first: how much
+compute does a model of a given width need before its samples say what their prompts say, and
+where does the tokenizer cap that? The profile's ``study:`` section sets the arms:
 
-* **model arms** -- one task (T2I or T2V) trained from scratch at a width (``dim``), batch size
-  and learning rate; at a few steps along the run (geometrically spaced, the last one the end
-  of the schedule) the validation loss (mean cross-entropy per target token on the ``val``
-  split), and the judges' Acc and CLIPSIM of samples for held-out ``test`` prompts, beside the
-  same prompts' real pictures through the VQ-GAN (the ceiling a model writing those tokens can
-  reach);
-* **tokenizer arms** -- the profile's image tokenizer (notebook 02) at a ``width`` trained for
-  ``steps``; at points along the run the world classifier's Acc on held-out test pictures
-  after the VQ-GAN, against the same pictures before it, and the share of shapes it still
-  reads.
+* **model arms** -- one task (T2I or T2V) from scratch at a width (``dim``), batch size and
+  learning rate; at a few geometrically spaced steps the validation loss (cross-entropy per
+  target token on ``val``) and the judges' Acc and CLIPSIM of samples for held-out ``test``
+  prompts, beside the same prompts' real pictures through the VQ-GAN (the ceiling);
+* **tokenizer arms** -- the profile's image tokenizer at a ``width`` trained for ``steps``: the
+  classifier's Acc on held-out test pictures after the VQ-GAN against before it, and the share
+  of shapes it still reads.
 
 Intermediate points are read off one run whose schedule (warm-up, cosine decay) spans the
 whole run, as learning curves usually are; only the last point is a finished run. Training
@@ -35,7 +31,7 @@ import torch
 import torch.nn as nn
 
 from ..data import tasks as T
-from ..evaluation import metrics
+from ..evaluation import judge_nets, judges as J, metrics
 from ..tokenizers import token_sets, vq_eval, vq_train, vqgan
 from ..training import task_data
 from ..utils import checkpoint, progress as P
@@ -45,8 +41,7 @@ from ..utils.pool import map_in_processes
 
 STUDY_VERSION = 1
 TASKS = ("T2I", "T2V")
-SECTION_KEYS = {"threads", "workers", "targets", "points", "prompts", "val", "data_size", "top_k",
-                "temperature", "models", "tokenizers"}
+JUDGES = ("classifier", "clip", "video")
 
 
 @dataclass(frozen=True)
@@ -93,10 +88,11 @@ class StudyConfig:
         section = dict(cfg.get("study") or {})
         if not section:
             raise ValueError("the profile has no study: section (model and tokenizer arms)")
-        unknown = set(section) - SECTION_KEYS
+        allowed = set(cls.__dataclass_fields__)
+        unknown = set(section) - allowed
         if unknown:
             raise ValueError(f"study: unknown key(s) {sorted(unknown)}; allowed: "
-                             f"{', '.join(sorted(SECTION_KEYS))}")
+                             f"{', '.join(sorted(allowed))}")
         models = tuple(_arm(ModelArm, f"study.models[{i}]", a)
                        for i, a in enumerate(section.pop("models", None) or []))
         toks = tuple(_arm(TokenizerArm, f"study.tokenizers[{i}]", a)
@@ -114,9 +110,7 @@ class StudyConfig:
         c = cls(models=models, tokenizers=toks, targets=tuple(sorted(targets.items())),
                 **section)
         for name in ("points", "prompts", "val", "data_size", "workers", "threads"):
-            v = getattr(c, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"study.{name} must be a positive integer, got {v!r}")
+            _positive_int(f"study.{name}", getattr(c, name))
         return c
 
     def eval_key(self) -> dict:
@@ -125,8 +119,13 @@ class StudyConfig:
                 if k not in ("models", "tokenizers", "workers", "threads", "targets")}
 
 
+def _positive_int(where: str, v) -> None:
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        raise ValueError(f"{where} must be a positive integer, got {v!r}")
+
+
 def _arm(kind, where: str, values) -> Any:
-    names = [f for f in kind.__dataclass_fields__]
+    names = list(kind.__dataclass_fields__)
     if not isinstance(values, Mapping) or set(values) != set(names):
         raise ValueError(f"{where} must set exactly {names}, got {values!r}")
     arm = kind(**values)
@@ -135,8 +134,8 @@ def _arm(kind, where: str, values) -> Any:
         if f == "lr":
             if not isinstance(v, (int, float)) or v <= 0:
                 raise ValueError(f"{where}.lr must be a positive number, got {v!r}")
-        elif f != "task" and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-            raise ValueError(f"{where}.{f} must be a positive integer, got {v!r}")
+        elif f != "task":
+            _positive_int(f"{where}.{f}", v)
     return arm
 
 
@@ -229,8 +228,7 @@ def model_curve(cfg, arm: ModelArm, sc: StudyConfig, judges, tokenizers, *,
 
 # ------------------------------------------------------------------ tokenizer arms
 def _tokenizer_config(cfg, arm: TokenizerArm) -> vqgan.VQConfig:
-    section = cfg.get("vqgan") or {}
-    base = vqgan.configs_from_profile(cfg)[section.get("tokenizer")]
+    base = vqgan.configs_from_profile(cfg)[(cfg.get("vqgan") or {}).get("tokenizer")]
     return replace(base, width=arm.width, steps=arm.steps)
 
 
@@ -263,26 +261,21 @@ def tokenizer_curve(cfg, arm: TokenizerArm, sc: StudyConfig, judges, *, progress
 def _identity(cfg, kind: str, arm, sc: StudyConfig, tokenizers=None) -> tuple:
     """(cache path, key) of an arm: its config, the study's evaluation settings, the judges
     and (model arms) the training run's hash, which covers the tokenizers and the world."""
-    from ..evaluation import judge_nets
-
     jcfg = judge_nets.JudgesConfig.from_profile(cfg)
     key = {"version": STUDY_VERSION, "kind": kind, "arm": asdict(arm), "eval": sc.eval_key(),
-           "judges": {n: judge_nets.config_hash(n, jcfg) for n in ("classifier", "clip", "video")}}
+           "judges": {n: judge_nets.config_hash(n, jcfg) for n in JUDGES}}
     if kind == "model":
         key["run"] = _model_plan(cfg, arm, sc, tokenizers).hash
     else:
         config = _tokenizer_config(cfg, arm)
         key["tokenizer"] = vqgan.config_hash(config, key["judges"]["classifier"])
-    profile = cfg.get("name")
     name = arm.label.replace(" ", "_").replace("=", "")
-    hash_ = key_hash(checkpoint.canonical(key))
-    return artifact_path(profile, "study", name, hash_, ".json"), key
+    return artifact_path(cfg.get("name"), "study", name, key_hash(checkpoint.canonical(key)),
+                         ".json"), key
 
 
 def _run_arm(cfg, kind: str, arm, tokenizers=None, progress=False) -> list:
     """One arm's rows, from the cache or computed (and cached)."""
-    from ..evaluation import judges as J
-
     sc = StudyConfig.from_profile(cfg)
     if kind == "model" and tokenizers is None:
         tokenizers = token_sets.profile_tokenizers(cfg, sketch=False, progress=False)
@@ -300,7 +293,7 @@ def _run_arm(cfg, kind: str, arm, tokenizers=None, progress=False) -> list:
 
     def build():
         torch.set_num_threads(sc.threads)
-        judges = J.get_judges(cfg, names=("classifier", "clip", "video"), progress=False)
+        judges = J.get_judges(cfg, names=JUDGES, progress=False)
         if kind == "model":
             rows = model_curve(cfg, arm, sc, judges, tokenizers, progress=progress)
         else:
@@ -314,11 +307,9 @@ def _run_arm(cfg, kind: str, arm, tokenizers=None, progress=False) -> list:
 def run_study(cfg, *, tokenizers=None, progress=True) -> dict:
     """{"models": rows, "tokenizers": rows} of every arm of the profile's ``study:``, the
     missing arms computed ``workers`` at a time (costliest first), the rest from the cache."""
-    from ..evaluation import judges as J
-
     sc = StudyConfig.from_profile(cfg)
     # the judges and the profile's tokenizers first, here, so workers only read their caches
-    J.get_judges(cfg, names=("classifier", "clip", "video"), progress=progress)
+    J.get_judges(cfg, names=JUDGES, progress=progress)
     if tokenizers is None:
         tokenizers = token_sets.profile_tokenizers(cfg, sketch=False, progress=progress)
     arms = [("tokenizer", a) for a in sc.tokenizers] + [("model", a) for a in sc.models]
@@ -418,11 +409,9 @@ def _pct(x) -> str:
 
 def findings(model_rows: Sequence[Mapping], tokenizer_rows: Sequence[Mapping],
              cfg: Mapping[str, Any], targets: Mapping[str, float]) -> str:
-    """What the study's numbers show, as Markdown bullets written from the rows (nothing
-    typed by hand): per task the best finished arm, the widths and the batch / learning-rate
-    variants at their last point, when ``targets[task]`` (a share of the ceiling's Acc) was
-    or would be reached; per tokenizer width its Acc after / before and shapes kept, and when
-    ``targets["tokenizer"]`` would be reached; and the profile's own model and tokenizer."""
+    """What the study's numbers show, as Markdown bullets written from the rows: per task every
+    finished arm, the best, and when ``targets[task]`` (a share of the ceiling's Acc) was or
+    would be reached; per tokenizer width the same against ``targets["tokenizer"]``."""
     out = []
     model = cfg.get("model") or {}
     for task in dict.fromkeys(r["task"] for r in model_rows):

@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from .claims import verdict
 
@@ -40,17 +41,12 @@ BUDGET_SECONDS = {"smoke": 600, "mini": 7200}      # DESIGN §3, whole pipeline 
 
 def load_table(root, name):
     """The table ``name`` of a results folder (``<root>/tables/<name>.csv``), or None."""
-    import pandas as pd
-
     path = Path(root) / "tables" / f"{name}.csv"
     return pd.read_csv(path) if path.exists() else None
 
 
 def _paper_column(df, c):
-    for p in (f"paper {c}", f"paper: {c}"):
-        if p in df.columns:
-            return p
-    return None
+    return next((p for p in (f"paper {c}", f"paper: {c}") if p in df.columns), None)
 
 
 def _label(r) -> str:
@@ -77,31 +73,23 @@ def side_by_side_view(df):
     """A printable view of one table: a row label, and for each measured column that has
     the paper's number beside it, ours (mean ± std where several runs) and the paper's.
     Rows with neither ours nor the paper's numbers are dropped."""
-    import pandas as pd
-
     cols = [c for c in df.columns if _paper_column(df, c) and not c.startswith("paper")
             and not c.endswith(" std") and df[c].dtype.kind in "fi"]
     rows = []
     for _, r in df.iterrows():
-        row = {"row": _label(r)}
-        seen = False
+        cells = {}
         for c in cols:
-            m = r[c]
-            s = r.get(f"{c} std", np.nan)
-            p = r[_paper_column(df, c)]
-            row[c] = _fmt(float(m), float(s) if not isinstance(s, str) else np.nan)
-            row[f"paper {c}"] = _fmt(float(p) if not isinstance(p, str) else np.nan)
-            seen = seen or row[c] != "—" or row[f"paper {c}"] != "—"
-        if seen:
-            rows.append(row)
+            s, p = r.get(f"{c} std", np.nan), r[_paper_column(df, c)]
+            cells[c] = _fmt(float(r[c]), np.nan if isinstance(s, str) else float(s))
+            cells[f"paper {c}"] = _fmt(np.nan if isinstance(p, str) else float(p))
+        if any(v != "—" for v in cells.values()):
+            rows.append({"row": _label(r), **cells})
     return pd.DataFrame(rows)
 
 
 def plain_view(df, max_cols: int = 8):
     """A printable view of a table without paper numbers: label and its first numeric
     columns (std columns folded into ±)."""
-    import pandas as pd
-
     num = [c for c in df.columns if df[c].dtype.kind in "fi" and not c.endswith(" std")
            and c not in ("seeds", "runs", "n")][:max_cols]
     return pd.DataFrame([{"row": _label(r) or str(r.iloc[0]),
@@ -112,8 +100,6 @@ def plain_view(df, max_cols: int = 8):
 def gather_claims(root):
     """Every claim table of the results folder as one DataFrame: source, claim, ours,
     paper, holds, clear (NaN where the table decides no spread) and the verdict."""
-    import pandas as pd
-
     rows = []
     for source, name in CLAIM_TABLES:
         df = load_table(root, name)
@@ -122,7 +108,8 @@ def gather_claims(root):
         for _, r in df.iterrows():
             holds = bool(r["holds"])
             clear = r.get("clear", np.nan)
-            clear = np.nan if clear is None or (isinstance(clear, float) and np.isnan(clear)) else bool(clear)
+            unmeasured = clear is None or (isinstance(clear, float) and np.isnan(clear))
+            clear = np.nan if unmeasured else bool(clear)
             rows.append({"source": source, "claim": r["claim"],
                          "ours": r.get("ours", r.get("evidence", "")),
                          "paper": r["paper"] if isinstance(r.get("paper"), str) else "—",
@@ -134,9 +121,7 @@ def gather_claims(root):
 
 def runtimes(root, profile: str | None = None):
     """The pipeline's recorded run time per notebook (``metrics/runtimes.json``) as a
-    DataFrame (notebook, seconds), with the profile's budget; None when nothing is recorded."""
-    import pandas as pd
-
+    DataFrame (notebook, seconds); None when nothing is recorded. ``profile`` is unused."""
     path = Path(root) / "metrics" / "runtimes.json"
     if not path.exists():
         return None
@@ -158,7 +143,6 @@ def compare_verdicts(here, there):
     source, claim, verdict here, verdict there, ``same``, and ``clear flips`` -- a verdict
     called clear in one record that is not the same in the other, which the decision rule
     must never allow. Claims only one record decided are listed with "—" for the other."""
-
     a, b = gather_claims(here), gather_claims(there)
     key = ["source", "claim"]
     m = a[key + ["verdict"]].merge(b[key + ["verdict"]], on=key, how="outer",
@@ -230,14 +214,10 @@ def _values(df, rows, column: str) -> list:
 
 def learning_targets(root):
     """Did the models learn their tasks? One row per target of :data:`LEARNING_TARGETS` whose
-    table the results folder holds: target, table, ours (the worst row where several count;
-    a ratio to the ceiling measured on the same prompts where the target is one), bar, met,
-    and a note where the value cannot be read (a table of an older record without the column
-    or row: ours NaN, not met; a ceiling of 0: no ratio)."""
-    import pandas as pd
-
-    names = dict.fromkeys(t[1] for t in LEARNING_TARGETS)       # each table read once
-    tables = {name: load_table(root, name) for name in names}
+    table the results folder holds: target, table, ours (the worst row where several count),
+    bar, met, and a note where the value cannot be read (ours NaN, not met)."""
+    tables = {name: load_table(root, name)                      # each table read once
+              for name in dict.fromkeys(t[1] for t in LEARNING_TARGETS)}
     rows = []
     for what, name, picked, column, ceiling, scale, op, bar in LEARNING_TARGETS:
         df = tables[name]

@@ -10,6 +10,13 @@ from ..tokenizers.vqgan import KIND_NAMES, VQModel, configs_from_profile, rate_l
 from . import paper
 
 
+def _paper(p, before, after) -> dict:
+    """The paper's row ``p`` as "paper: ..." cells: ``before``, its rate, then ``after``."""
+    return {**{f"paper: {k}": p[k] for k in before},
+            "paper: R → D (rate)": rate_label(p["R"], p["D"], p["F"]),
+            **{f"paper: {k}": p[k] for k in after}}
+
+
 def table4(cfg, tokenizers: Mapping[str, VQModel], classifier, n: int, blur_radius=1.0) -> list:
     """Table 4 on the world: one row per image tokenizer (SSIM, FID) and per VQ-GAN-Seg
     evaluation set (PA, FWIoU), each beside the paper's row it stands in for
@@ -19,29 +26,26 @@ def table4(cfg, tokenizers: Mapping[str, VQModel], classifier, n: int, blur_radi
     paper_rows = (cfg.get("vqgan") or {}).get("paper_rows") or {}
     main = next(iter(vq.config for vq in tokenizers.values() if vq.config.kind != "seg"))
     ref = blur_reference(main, classifier, n, blur_radius, jcanvas)
-    rows = [{"part": "images", "model": "reference", "name": f"originals, Gaussian blur r={blur_radius:g}",
-             "R → D (rate)": f"{main.canvas}² (no tokens)", "tokens": 0, "data": "MSCOCO role", **ref}]
+    rows = [{"part": "images", "model": "reference",
+             "name": f"originals, Gaussian blur r={blur_radius:g}",
+             "R → D (rate)": f"{main.canvas}² (no tokens)", "tokens": 0, "data": "MSCOCO role",
+             **ref}]
     for name, vq in tokenizers.items():
         c = vq.config
         base = {"part": "sketches" if c.kind == "seg" else "images", "model": KIND_NAMES[c.kind],
                 "name": name, "R → D (rate)": c.label, "tokens": c.grid ** 2}
         if c.kind == "seg":
-            for i, r in enumerate(evaluate_sketches(vq, n)):
-                p = paper.TABLE4_SKETCHES[i]
-                rows.append({**base, "data": r["data"], "PA": r["PA"], "FWIoU": r["FWIoU"],
-                             "codes used": r["codes_used"],
-                             "paper: data": p["data"],
-                             "paper: R → D (rate)": rate_label(p["R"], p["D"], p["F"]),
-                             "paper: PA": p["PA"], "paper: FWIoU": p["FWIoU"]})
+            rows += [{**base, "data": r["data"], "PA": r["PA"], "FWIoU": r["FWIoU"],
+                      "codes used": r["codes_used"],
+                      **_paper(paper.TABLE4_SKETCHES[i], ["data"], ["PA", "FWIoU"])}
+                     for i, r in enumerate(evaluate_sketches(vq, n))]
             continue
         r = evaluate_images(vq, classifier, n, jcanvas)
         row = {**base, "data": "MSCOCO role", "SSIM": r["SSIM"], "FID": r["FID"],
                "codes used": r["codes_used"]}
         if name in paper_rows:
-            p = paper.TABLE4_IMAGES[paper_rows[name]]
-            row.update({"paper: model": p["model"], "paper: data": p["data"],
-                        "paper: R → D (rate)": rate_label(p["R"], p["D"], p["F"]),
-                        "paper: SSIM": p["SSIM"], "paper: FID": p["FID"]})
+            row.update(_paper(paper.TABLE4_IMAGES[paper_rows[name]], ["model", "data"],
+                              ["SSIM", "FID"]))
         rows.append(row)
     return rows
 
@@ -49,7 +53,6 @@ def table4(cfg, tokenizers: Mapping[str, VQModel], classifier, n: int, blur_radi
 def table4_claims(rows) -> list:
     """The paper's Table 4 claims checked on our rows: {claim, evidence, holds}."""
     img = {r["name"]: r for r in rows if r["part"] == "images" and r["model"] != "reference"}
-    seg = [r for r in rows if r["part"] == "sketches"]
     by = {}
     for r in img.values():
         by.setdefault((r["model"], r["tokens"]), []).append(r)
@@ -58,17 +61,17 @@ def table4_claims(rows) -> list:
     def claim(text, evidence, holds):
         out.append({"claim": text, "evidence": evidence, "holds": bool(holds)})
 
-    for (model, tokens), rs in sorted(by.items()):
-        if model != "VQ-VAE":
-            continue
+    def rate(r):
+        return r["R → D (rate)"].split("(")[1]
+
+    for tokens in sorted(t for m, t in by if m == "VQ-VAE"):
+        v = by[("VQ-VAE", tokens)][0]
         for g in by.get(("VQ-GAN", tokens), []):
-            if g["R → D (rate)"] != rs[0]["R → D (rate)"]:
-                continue
-            v = rs[0]
-            claim(f"VQ-GAN beats VQ-VAE at the same tokens ({v['R → D (rate)']}): FID",
-                  f"FID {g['FID']:.2f} vs {v['FID']:.2f}", g["FID"] < v["FID"])
-            claim(f"VQ-GAN beats VQ-VAE at the same tokens ({v['R → D (rate)']}): SSIM",
-                  f"SSIM {g['SSIM']:.3f} vs {v['SSIM']:.3f}", g["SSIM"] > v["SSIM"])
+            if g["R → D (rate)"] == v["R → D (rate)"]:
+                claim(f"VQ-GAN beats VQ-VAE at the same tokens ({v['R → D (rate)']}): FID",
+                      f"FID {g['FID']:.2f} vs {v['FID']:.2f}", g["FID"] < v["FID"])
+                claim(f"VQ-GAN beats VQ-VAE at the same tokens ({v['R → D (rate)']}): SSIM",
+                      f"SSIM {g['SSIM']:.3f} vs {v['SSIM']:.3f}", g["SSIM"] > v["SSIM"])
     gans = sorted((r for r in img.values() if r["model"] == "VQ-GAN"), key=lambda r: r["tokens"])
     same_canvas = {}
     for r in gans:
@@ -79,15 +82,12 @@ def table4_claims(rows) -> list:
             claim(f"more tokens for the same {canvas}² pictures give lower FID",
                   ", ".join(f"{r['tokens']} tokens: {r['FID']:.2f}" for r in rs),
                   all(a > b for a, b in zip(fids, fids[1:])))
-    for a in gans:
-        for b in gans:
-            same_rate = a["R → D (rate)"].split("(")[1] == b["R → D (rate)"].split("(")[1]
-            if a is not b and same_rate and a["tokens"] < b["tokens"]:
-                claim(f"at the same rate, more tokens give lower FID ({a['R → D (rate)']} vs "
-                      f"{b['R → D (rate)']})", f"FID {a['FID']:.2f} vs {b['FID']:.2f}",
-                      b["FID"] < a["FID"])
-    rate = lambda r: r["R → D (rate)"].split("(")[1]
-    pairs_rate = [(a, b) for a in gans for b in gans if a["tokens"] < b["tokens"] and rate(a) == rate(b)]
+    pairs_rate = [(a, b) for a in gans for b in gans
+                  if a["tokens"] < b["tokens"] and rate(a) == rate(b)]
+    for a, b in pairs_rate:
+        claim(f"at the same rate, more tokens give lower FID ({a['R → D (rate)']} vs "
+              f"{b['R → D (rate)']})", f"FID {a['FID']:.2f} vs {b['FID']:.2f}",
+              b["FID"] < a["FID"])
     pairs_tokens = [(a, b) for a in gans for b in gans
                     if a["tokens"] == b["tokens"] and rate(a) < rate(b)]
     if pairs_rate and pairs_tokens:
@@ -96,9 +96,10 @@ def table4_claims(rows) -> list:
         claim("the number of tokens matters more than the rate (FID gap at the same rate with "
               "more tokens > FID gap at the same tokens with another rate)",
               f"{d_tokens:.2f} vs {d_rate:.2f}", d_tokens > d_rate)
-    for r in seg:
-        claim(f"VQ-GAN-Seg reconstructs {r['data']} sketches well (paper: PA ≥ 95%)",
-              f"PA {r['PA']:.2f}%, FWIoU {r['FWIoU']:.2f}%", r["PA"] >= 95)
+    for r in rows:
+        if r["part"] == "sketches":
+            claim(f"VQ-GAN-Seg reconstructs {r['data']} sketches well (paper: PA ≥ 95%)",
+                  f"PA {r['PA']:.2f}%, FWIoU {r['FWIoU']:.2f}%", r["PA"] >= 95)
     return out
 
 
@@ -109,19 +110,17 @@ def check_targets(rows, cfg) -> list:
     section = cfg.get("vqgan") or {}
     bars = (section.get("eval") or {}).get("targets") or {}
     main, sketch = section.get("tokenizer"), section.get("sketch_tokenizer")
-    out = []
+
+    def share(r):           # codes in use as a share of the tokenizer's codebook
+        return r["codes used"] / configs_from_profile(cfg)[r["name"]].codebook
+
+    found = []              # (target, value, bar's name)
     for r in rows:
         if r["name"] == main:
-            out.append({"target": f"{main}: SSIM", "value": r["SSIM"], "bar": bars.get("ssim")})
-            out.append({"target": f"{main}: codes used (share)", "value": r["codes used"] /
-                        configs_from_profile(cfg)[main].codebook, "bar": bars.get("usage")})
+            found += [(f"{main}: SSIM", r["SSIM"], "ssim"),
+                      (f"{main}: codes used (share)", share(r), "usage")]
         elif r["name"] == sketch:
-            out.append({"target": f"{sketch}: PA % ({r['data']})", "value": r["PA"],
-                        "bar": bars.get("pa")})
-            out.append({"target": f"{sketch}: codes used (share, {r['data']})", "value":
-                        r["codes used"] / configs_from_profile(cfg)[sketch].codebook,
-                        "bar": bars.get("usage")})
-    for t in out:
-        t["met"] = "" if t["bar"] is None else bool(t["value"] >= t["bar"])
-        t["bar"] = "" if t["bar"] is None else t["bar"]
-    return out
+            found += [(f"{sketch}: PA % ({r['data']})", r["PA"], "pa"),
+                      (f"{sketch}: codes used (share, {r['data']})", share(r), "usage")]
+    return [{"target": t, "value": v, "bar": "" if bars.get(b) is None else bars[b],
+             "met": "" if bars.get(b) is None else bool(v >= bars[b])} for t, v, b in found]

@@ -1,18 +1,6 @@
 """The video tasks of Sec. 4.2-4.3 on the world: T2V (Table 2, Fig. 5), V2V (Table 3),
-S2V (Table 6), zero-shot TV2V (Fig. 12) and the multi-task ablation (Table 5).
-
-What the video notebooks (09 on) share, so no logic lives only in a notebook:
-
-* :func:`t2v_scores` -- Table 2's columns for one set of generated videos: Acc (every
-  attribute and the motion the caption names, read by the world video net), FID-img (per
-  frame, world classifier features), FID-vid (video net features), CLIPSIM;
-* :func:`side_by_side` -- our rows (mean and std over runs) beside a paper table's rows;
-* :func:`compare` / :func:`claim` -- a claim of the paper ("a beats b on column c") decided
-  from the numbers by :func:`nuwa_lib.experiments.image_tasks.decide`: *holds* (the means are ordered as
-  claimed) and *clear* (the gap exceeds the sum of the two stds; None where a row has a
-  single run, so no verdict rests on one run's last digits);
-* :func:`heldout_share` -- how many samples of a set carry a held-out attribute x motion
-  combination (the "zeroshot" split: all of them; the training splits: none).
+S2V (Table 6), zero-shot TV2V (Fig. 12) and the multi-task ablation (Table 5) -- what the video
+notebooks (09 on) share. Every claim is decided by :mod:`.claims`.
 """
 from __future__ import annotations
 
@@ -21,10 +9,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..data import splits, world
+from ..data import tasks as T, world
 from ..evaluation import metrics
+from ..evaluation.judge_nets import VIDEO_PRESENCE
 from . import image_tasks, paper
-from .claims import decide, mean_std
+from .claims import decide, ours_of, side_row
 
 T2V_COLUMNS = paper.TABLE2_COLUMNS
 LOWER_IS_BETTER = {"Acc": False, "FID-img": True, "FID-vid": True, "CLIPSIM": False,
@@ -63,8 +52,8 @@ def motion_accuracy(video_net, samples, captions) -> float:
 def heldout_share(role: str, split: str, indices, *, seed=0, canvas=32, frames=8) -> float:
     """Fraction of the samples ``indices`` whose scene has a held-out attribute x motion
     combination."""
-    return float(np.mean([world.is_heldout(splits.sample(role, split, int(i), seed, canvas,
-                                                        frames).scene) for i in indices]))
+    return float(np.mean([world.is_heldout(s.scene) for s in image_tasks.world_samples(
+        role, split, indices, seed=seed, canvas=canvas, frames=frames)]))
 
 
 def side_by_side(paper_rows: Sequence[Mapping[str, Any]], ours: Mapping[str, Sequence[Mapping]],
@@ -83,38 +72,25 @@ def side_by_side(paper_rows: Sequence[Mapping[str, Any]], ours: Mapping[str, Seq
     if unknown:
         raise ValueError(f"unknown row(s) {sorted(unknown)}; rows: "
                          f"{', '.join(sorted(k for k in known if k))}")
-    rows = []
+    spread = [c for c in columns if any(f"{c} std" in q for q in paper_rows)]   # Table 3's ±
     items = [(p, p.get("ours")) for p in paper_rows]
     items += [({k: v for k, v in e.items() if k not in columns}, e["row"]) for e in extra]
+    rows = []
     for p, key in items:
         described = {k: v for k, v in p.items()               # e.g. cond, encoder, decoder
                      if k not in ("model", "ours", "row") and k not in columns
                      and not k.endswith(" std")}
-        row = {"model": p["model"], **described,
-               "row": key or "", "seeds": len(ours.get(key, ())) if key else 0}
-        agg = mean_std(ours[key], columns) if key in ours else {}
-        for c in columns:
-            m, s = agg.get(c, (float("nan"), float("nan")))
-            row[c], row[f"{c} std"] = m, s
-            v = p.get(c)
-            row[f"paper {c}"] = float("nan") if v is None else float(v)
-            if any(f"{c} std" in q for q in paper_rows):      # the paper's own ± (Table 3)
-                row[f"paper {c} std"] = float(p.get(f"{c} std", float("nan")))
-        rows.append(row)
+        rows.append(side_row(p, key, ours, columns, described, spread))
     return pd.DataFrame(rows)
-
-
-def _get(table, key, column):
-    return image_tasks._get(table, key, column, what="the table")
 
 
 def compare(table, a: str, b: str, column: str, lower: bool | None = None) -> dict:
     """Does row ``a`` beat row ``b`` on ``column``? {"holds", "clear", "ours", "gap"}
     (``clear`` None where either row's std is NaN: a single run)."""
     lower = LOWER_IS_BETTER[column] if lower is None else lower
-    (ma, sa), (mb, sb) = _get(table, a, column), _get(table, b, column)
+    (ma, sa), (mb, sb) = ours_of(table, a, column), ours_of(table, b, column)
     holds, clear = decide(ma, sa, mb, sb, lower)
-    fmt = (lambda v, s: f"{v:.3f}" + ("" if np.isnan(s) else f" ± {s:.3f}"))
+    fmt = (lambda v, s: f"{v:.3f}" + ("" if np.isnan(s) else f" ± {s:.3f}"))    # NaN: "nan"
     return {"holds": holds, "clear": clear, "gap": float((mb - ma) if lower else (ma - mb)),
             "ours": f"{fmt(ma, sa)} vs {fmt(mb, sb)}"}
 
@@ -122,13 +98,12 @@ def compare(table, a: str, b: str, column: str, lower: bool | None = None) -> di
 def claim(table, text: str, a: str, b: str, column: str, lower: bool | None = None) -> dict:
     """A claim row {"claim", "column", "paper", "ours", "holds", "clear"}: row ``a`` beats
     row ``b`` on ``column`` (the paper's numbers from the table's ``paper <column>``)."""
+    lower = LOWER_IS_BETTER[column] if lower is None else lower
     c = compare(table, a, b, column, lower)
-    pa = table.loc[table["row"] == a, f"paper {column}"].iloc[0]
-    pb = table.loc[table["row"] == b, f"paper {column}"].iloc[0]
-    word = "lower" if (LOWER_IS_BETTER[column] if lower is None else lower) else "higher"
-    return {"claim": f"{text} ({column}, {word} is better)", "column": column,
-            "paper": f"{pa:g} vs {pb:g}", "ours": c["ours"], "holds": c["holds"],
-            "clear": c["clear"]}
+    pa, pb = (table.loc[table["row"] == k, f"paper {column}"].iloc[0] for k in (a, b))
+    return {"claim": f"{text} ({column}, {'lower' if lower else 'higher'} is better)",
+            "column": column, "paper": f"{pa:g} vs {pb:g}", "ours": c["ours"],
+            "holds": c["holds"], "clear": c["clear"]}
 
 
 def fvd_of(samples, real, video_net) -> float:
@@ -142,22 +117,17 @@ S2V_ROWS = ("full-full", "nearby-full", "full-nearby", "axial-axial", "nearby-ne
 
 def attention_pair(row: str) -> tuple:
     """"nearby-full" -> ("nearby", "full"): the encoder's and the decoder's attention."""
-    parts = tuple(row.split("-"))
     if row not in S2V_ROWS:
         raise ValueError(f"unknown Table 6 row {row!r}; rows: {', '.join(S2V_ROWS)}")
-    return parts
+    return tuple(row.split("-"))
 
 
 def s2v_claims(table) -> list:
     """Table 6's claims decided from our numbers, on FID-vid and on Detected PA:
     nearby-nearby beats every other row; replacing either side by full attention hurts
     (nearby-nearby beats nearby-full and full-nearby); nearby beats axial."""
-    out = []
-    for column in ("FID-vid", "Detected PA"):
-        for other in S2V_ROWS[:-1]:
-            out.append(claim(table, f"nearby-nearby beats {other} on S2V", "nearby-nearby",
-                             other, column))
-    return out
+    return [claim(table, f"nearby-nearby beats {other} on S2V", "nearby-nearby", other, column)
+            for column in ("FID-vid", "Detected PA") for other in S2V_ROWS[:-1]]
 
 
 # --------------------------------------------------------------------------- TV2V (Fig. 12)
@@ -174,18 +144,17 @@ def new_motion_scene(scene, motion):
 
 
 def tv2v_ground_truth(role: str, split: str, indices, *, seed=0, canvas=32, frames=8) -> dict:
-    """TV2V's ground truth for samples ``indices`` (the edit :func:`nuwa_lib.data.tasks.counterfactual`
-    makes: the first object moves "up", or "down" if it already moves up, from frame 1 on):
+    """TV2V's ground truth for samples ``indices`` (the edit of
+    :func:`nuwa_lib.data.tasks.counterfactual`: the first object moves "up", or "down" if it
+    already moves up, from frame 1 on):
     {"captions": the edited captions the encoder reads ("... then moves up ..."),
     "judge_captions": the same scenes with the new motion from the start (what the video net
     reads), "original_captions", "motions": (old, new) per sample, "before": the original
     videos, "after": the counterfactual videos}."""
-    from ..data import tasks as T
-
-    samples = [splits.sample(role, split, int(i), seed, canvas, frames) for i in indices]
-    out = {"captions": [], "judge_captions": [], "original_captions": [], "motions": [],
-           "before": [], "after": []}
-    for s in samples:
+    out = {k: [] for k in ("captions", "judge_captions", "original_captions", "motions",
+                           "before", "after")}
+    for s in image_tasks.world_samples(role, split, indices, seed=seed, canvas=canvas,
+                                       frames=frames):
         cf = T.counterfactual("TV2V", s, frames)
         old = s.scene.objects[0].motion
         new = "up" if old != "up" else "down"
@@ -202,23 +171,15 @@ def tv2v_ground_truth(role: str, split: str, indices, *, seed=0, canvas=32, fram
 
 
 def tv2v_scores(video_net, samples, judge_captions, original_captions) -> dict:
-    """TV2V against the counterfactual ground truth (the first object follows a new motion
-    from frame 1 on; ``judge_captions`` name it as the motion, see :func:`tv2v_ground_truth`),
-    in percent:
-
-    * ``motion``: the video net reads the edited object's new motion (its motion head in
-      one-object videos, the presence of that motion in two-object ones);
-    * ``old motion``: it reads the motion the *original* caption names (the future was not
-      changed; one-object captions only, where a reading is a single motion);
-    * ``preserved``: mean agreement of the other attributes the captions name
-      (background, shape, colour, size, position), and each of them;
-    * ``all``: every named attribute, the new motion included."""
+    """TV2V against the counterfactual ground truth (see :func:`tv2v_ground_truth`), in
+    percent: ``motion`` (the video net reads the edited object's new motion: its motion head
+    in one-object videos, the presence of that motion in two-object ones), ``old motion`` (it
+    reads the original caption's motion; one-object captions only), ``preserved`` (the other
+    attributes named, mean and each) and ``all`` (every named attribute)."""
     samples = _videos(samples, "samples")
     if not (len(samples) == len(judge_captions) == len(original_captions)):
         raise ValueError(f"{len(samples)} samples, {len(judge_captions)} edited and "
                          f"{len(original_captions)} original captions")
-    from ..evaluation.judge_nets import VIDEO_PRESENCE
-
     new = metrics.attribute_agreement(video_net, samples, judge_captions)
     others = [a for a in TV2V_OTHERS if a in new]
     read = video_net.predict(samples)
@@ -233,9 +194,8 @@ def tv2v_scores(video_net, samples, judge_captions, original_captions) -> dict:
     parsed = [world.parse_caption(c)["objects"] for c in original_captions]
     hit = [shows(i, objs, objs[0]["motion"]) for i, objs in enumerate(edited)]
     single = [i for i, objs in enumerate(parsed) if len(objs) == 1]
-    old = float("nan")
-    if single:
-        old = 100.0 * float(np.mean([shows(i, parsed[i], parsed[i][0]["motion"]) for i in single]))
+    old = (100.0 * float(np.mean([shows(i, parsed[i], parsed[i][0]["motion"]) for i in single]))
+           if single else float("nan"))
     return {"motion": 100.0 * float(np.mean(hit)), "old motion": old,
             "preserved": 100.0 * float(np.mean([new[a] for a in others])),
             **{f"preserved {a}": 100.0 * new[a] for a in others}, "all": 100.0 * new["all"]}
@@ -262,7 +222,6 @@ def manipulate(model, tokenizers, video, captions, *, frames: int = 1, temperatu
     (len(captions), T, H, W, 3)."""
     import torch
 
-    from ..data import tasks
     from ..generation import sampling
     from ..model.config import Condition
     from ..tokenizers import vqgan
@@ -272,7 +231,7 @@ def manipulate(model, tokenizers, video, captions, *, frames: int = 1, temperatu
     given = vqgan.encode(tokenizers.visual, video).expand(len(captions), -1, -1, -1)
     ids, keep = tokenizers.text.encode(list(captions))
     cond = Condition.from_text(*trim_text(ids.long(), keep))
-    mask = tasks.prime_mask("TV2V", tuple(given.shape[1:]), frames=frames)
+    mask = T.prime_mask("TV2V", tuple(given.shape[1:]), frames=frames)
     gen = torch.Generator().manual_seed(int(seed))
     tokens = sampling.sample(model, cond, tuple(given.shape[1:]), temperature=temperature,
                              top_k=top_k, prime=given, prime_mask=mask, generator=gen)
@@ -296,8 +255,6 @@ def t5_claims(table) -> list:
     beat every other row on FID-vid and on CLIPSIM."""
     out = [claim(table, "adding T2I to T2V pretraining helps T2V", "T2V+T2I", "T2V", "CLIPSIM"),
            claim(table, "adding V2V to T2V pretraining helps T2V", "T2V+V2V", "T2V", "FID-vid")]
-    for column in ("FID-vid", "CLIPSIM"):
-        for other in TABLE5_ROWS[:-1]:
-            out.append(claim(table, f"pretraining on all three tasks beats {other}",
-                             "T2V+T2I+V2V", other, column))
-    return out
+    return out + [claim(table, f"pretraining on all three tasks beats {other}", "T2V+T2I+V2V",
+                        other, column)
+                  for column in ("FID-vid", "CLIPSIM") for other in TABLE5_ROWS[:-1]]

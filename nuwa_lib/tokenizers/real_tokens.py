@@ -32,12 +32,11 @@ REAL_TOKENS_FORMAT = "nuwa-real-tokens"
 REAL_TOKENS_VERSION = 1
 
 
-# --------------------------------------------------------------------------- tokens
 @dataclass
 class RealTokens(WorldTokens):
-    """A real dataset's samples as tokens: :class:`~nuwa_lib.tokenizers.token_sets.WorldTokens` with the
-    dataset's name as ``role``, its ``kind`` ("image" / "video") and the reader index of
-    each sample (skipped ones are absent)."""
+    """A real dataset's samples as tokens: :class:`~nuwa_lib.tokenizers.token_sets.WorldTokens`
+    with the dataset's name as ``role``, its ``kind`` ("image" / "video") and the reader
+    index of each sample (skipped ones are absent)."""
     kind: str = "image"
     indices: Optional[torch.Tensor] = None
 
@@ -57,28 +56,22 @@ def real_tokens_path(profile: str, key: Mapping) -> Path:
 
 def _encode(reader: Reader, indices, tokenizers: Tokenizers, progress: bool, chunk: int = 32):
     """Read and encode the samples at ``indices`` (skipping unreadable ones with
-    ``skip_bad``): a dict of tensors and captions."""
+    ``skip_bad``): the ``visual`` and ``sketch`` tokens (None when there are none) and
+    the lists ``captions`` and ``indices``."""
     from . import vqgan
 
     sketch = tokenizers.sketch if reader.has_seg else None
     out = {"visual": [], "sketch": [], "captions": [], "indices": []}
     pics, segs = [], []
 
-    def frames_at_once(vq):   # keep the (frames x h x w, codes) distance matrix near 512 MB
-        return max(1, 2 ** 27 // (vq.config.grid ** 2 * vq.config.codebook))
-
     def flush():
-        if pics:
-            vq = tokenizers.visual
-            out["visual"].append(_small_int(vqgan.encode(vq, np.stack(pics),
-                                                         batch_size=frames_at_once(vq)),
+        for part, vq, batch in (("visual", tokenizers.visual, pics), ("sketch", sketch, segs)):
+            if vq is not None and batch:
+                # frames at once: keep the (frames x h x w, codes) distance matrix near 512 MB
+                at_once = max(1, 2 ** 27 // (vq.config.grid ** 2 * vq.config.codebook))
+                out[part].append(_small_int(vqgan.encode(vq, np.stack(batch), batch_size=at_once),
                                             vq.config.codebook))
-            if sketch is not None:
-                out["sketch"].append(_small_int(vqgan.encode(sketch, np.stack(segs),
-                                                             batch_size=frames_at_once(sketch)),
-                                                sketch.config.codebook))
-        pics.clear()
-        segs.clear()
+            batch.clear()
 
     bar = P.bar(total=len(indices), desc=f"tokens {reader.name}", progress=progress,
                 leave=False)
@@ -92,33 +85,26 @@ def _encode(reader: Reader, indices, tokenizers: Tokenizers, progress: bool, chu
         bar.update(1)
     flush()
     bar.close()
-    return out
+    return {**out, "visual": _cat(out["visual"]), "sketch": _cat(out["sketch"])}
 
 
 def _cat(parts):
     return torch.cat(parts) if parts else None
 
 
-def _dist_on(world_size: int) -> bool:
-    return world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized()
-
-
 def sync(error: BaseException | None, world_size: int = 1) -> None:
     """A barrier that also tells every process whether one failed: the failed process
     re-raises its error, the others raise :class:`DataError` naming it (so no process
     waits forever for one that stopped)."""
-    if not _dist_on(world_size):
-        if error is not None:
-            raise error
-        return
     msgs: list = [None] * world_size
-    torch.distributed.all_gather_object(
-        msgs, None if error is None else f"{type(error).__name__}: {error}")
+    if world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_gather_object(
+            msgs, None if error is None else f"{type(error).__name__}: {error}")
     if error is not None:
         raise error
-    bad = [(r, m) for r, m in enumerate(msgs) if m]
-    if bad:
-        raise DataError(f"process {bad[0][0]} failed: {bad[0][1]}")
+    for rank, msg in enumerate(msgs):
+        if msg:
+            raise DataError(f"process {rank} failed: {msg}")
 
 
 def save_real_tokens(path, rt: RealTokens) -> Path:
@@ -145,20 +131,20 @@ def load_real_tokens(path, key: Mapping | None = None) -> RealTokens:
 
 
 def _assemble(reader, key, parts, tokenizers) -> RealTokens:
-    order = torch.as_tensor(parts["indices"], dtype=torch.int64).argsort()
-    visual = parts["visual"]
-    if visual is None or not len(visual):
+    """:class:`RealTokens` from :func:`_encode`'s parts, in reader order, captions encoded."""
+    if parts["visual"] is None:
         raise DataError(f"dataset {reader.name!r} ({reader.root}): no sample could be read")
+    indices = torch.as_tensor(parts["indices"], dtype=torch.int64)
+    order = indices.argsort()
     captions = [parts["captions"][i] for i in order.tolist()] if reader.captioned else None
-    out = dict(role=reader.name, split=reader.split, n=len(visual), key=key,
-               visual=visual[order], kind=reader.kind,
-               indices=torch.as_tensor(parts["indices"], dtype=torch.int64)[order],
-               captions=captions,
-               sketch=None if parts["sketch"] is None else parts["sketch"][order])
+    rt = RealTokens(role=reader.name, split=reader.split, n=len(parts["visual"]), key=key,
+                    visual=parts["visual"][order], kind=reader.kind, indices=indices[order],
+                    captions=captions,
+                    sketch=None if parts["sketch"] is None else parts["sketch"][order])
     if captions is not None and tokenizers.text is not None:
-        ids, keep = tokenizers.text.encode(captions)
-        out.update(text_ids=ids.to(torch.int32), text_keep=keep)
-    return RealTokens(**out)
+        ids, rt.text_keep = tokenizers.text.encode(captions)
+        rt.text_ids = ids.to(torch.int32)
+    return rt
 
 
 def real_tokens(reader: Reader, tokenizers: Tokenizers, *, n: int | None = None,
@@ -166,20 +152,21 @@ def real_tokens(reader: Reader, tokenizers: Tokenizers, *, n: int | None = None,
                 progress=True) -> RealTokens:
     """The first ``n`` samples (default: all) of a reader as tokens -- pictures through the
     visual tokenizer, class maps through the sketch tokenizer (when given), captions
-    through the text tokenizer (when given) -- loaded from
-    ``artifacts/<profile>/tokens/real-<name>-<split>-<hash>.pt`` when cached, otherwise
+    through the text tokenizer (when given) -- loaded from the cache when there, otherwise
     encoded and (with a profile) cached. Under ``torchrun`` (``rank`` / ``world_size``,
     a profile required) every process encodes every world_size-th sample and rank 0
     merges the shares into the cache, which all then read."""
     if not isinstance(reader, Reader):
-        raise ValueError(f"reader must be a nuwa_lib.data.readers.Reader, got {type(reader).__name__}")
+        raise ValueError(f"reader must be a nuwa_lib.data.readers.Reader, got "
+                         f"{type(reader).__name__}")
     if not isinstance(tokenizers, Tokenizers) or tokenizers.visual is None:
         raise ValueError("real_tokens needs Tokenizers(visual=...) (and text= / sketch= for "
                          "captions / class maps)")
     canvas = tokenizers.visual.config.canvas
     if reader.size != canvas:
         raise ValueError(f"dataset {reader.name!r} gives {reader.size}x{reader.size} pictures but "
-                         f"the visual tokenizer takes {canvas}x{canvas}: open it with size={canvas}")
+                         f"the visual tokenizer takes {canvas}x{canvas}: open it with "
+                         f"size={canvas}")
     if reader.has_seg and tokenizers.sketch is not None and \
             tokenizers.sketch.config.canvas != canvas:
         raise ValueError(f"the sketch tokenizer takes {tokenizers.sketch.config.canvas}² maps, "
@@ -188,17 +175,20 @@ def real_tokens(reader: Reader, tokenizers: Tokenizers, *, n: int | None = None,
     key = real_tokens_key(reader, total, tokenizers)
     if world_size > 1 and profile is None:
         raise ValueError("encoding under torchrun needs a profile (the shares meet in its cache)")
+
+    def encode():
+        parts = _encode(reader, range(total), tokenizers, progress)
+        return _assemble(reader, key, parts, tokenizers)
+
     if profile is None:
-        return _assemble(reader, key, _joined(_encode(reader, range(total), tokenizers, progress)),
-                         tokenizers)
+        return encode()
     path = real_tokens_path(profile, key)
 
     def build():
         if world_size > 1:
             return _encode_in_shares(reader, key, path, tokenizers, total, rank, world_size,
                                      progress)
-        rt = _assemble(reader, key, _joined(_encode(reader, range(total), tokenizers, progress)),
-                       tokenizers)
+        rt = encode()
         save_real_tokens(path, rt)
         rt.path = path
         return rt
@@ -209,37 +199,27 @@ def real_tokens(reader: Reader, tokenizers: Tokenizers, *, n: int | None = None,
 def _encode_in_shares(reader, key, path, tokenizers, total, rank, world_size, progress):
     """Under ``torchrun``: every process encodes every world_size-th sample into a share
     file, rank 0 merges the shares into the cache at ``path``, and all read it back."""
-    share = path.with_name(f".{path.stem}.share{rank}of{world_size}.pt")
+    shares = [path.with_name(f".{path.stem}.share{r}of{world_size}.pt") for r in range(world_size)]
     error = None
     try:
         parts = _encode(reader, range(rank, total, world_size), tokenizers, progress and rank == 0)
-        checkpoint.save(share, {"format": "nuwa-real-token-share", **_joined(parts)})
+        checkpoint.save(shares[rank], {"format": "nuwa-real-token-share", **parts})
     except Exception as err:  # noqa: BLE001 - every process must learn of it (sync)
         error = err
     sync(error, world_size)
     if rank == 0:
-        error = None
         try:
-            shares = [torch.load(path.with_name(f".{path.stem}.share{r}of{world_size}.pt"),
-                                 weights_only=True) for r in range(world_size)]
-            merged = {k: _cat([s[k] for s in shares if s[k] is not None])
+            loaded = [torch.load(share, weights_only=True) for share in shares]
+            merged = {k: _cat([s[k] for s in loaded if s[k] is not None])
                       for k in ("visual", "sketch")}
-            merged["captions"] = [c for s in shares for c in s["captions"]]
-            merged["indices"] = [i for s in shares for i in s["indices"]]
+            merged.update({k: [x for s in loaded for x in s[k]] for k in ("captions", "indices")})
             save_real_tokens(path, _assemble(reader, key, merged, tokenizers))
-            for r in range(world_size):
-                path.with_name(f".{path.stem}.share{r}of{world_size}.pt").unlink(missing_ok=True)
+            for share in shares:
+                share.unlink(missing_ok=True)
         except Exception as err:  # noqa: BLE001
             error = err
-        sync(error, world_size)
-    else:
-        sync(None, world_size)
+    sync(error, world_size)
     return load_real_tokens(path, key)
-
-
-def _joined(parts) -> dict:
-    return {"visual": _cat(parts["visual"]), "sketch": _cat(parts["sketch"]),
-            "captions": list(parts["captions"]), "indices": list(parts["indices"])}
 
 
 # --------------------------------------------------------------------------- tokenizers
@@ -251,23 +231,21 @@ def real_text_tokenizer(cfg: Mapping[str, Any], readers, *, profile: str | None 
 
     profile = profile or cfg.get("name")
     config = text.TextConfig.from_profile(cfg)
-    corpus = []
-    for r in readers:
-        corpus += r.captions()[: config.captions_per_role]
+    corpus = [c for r in readers for c in r.captions()[: config.captions_per_role]]
     corpus.append(text.NONE_CAPTION)
-    digest = hashlib.sha256(json.dumps(corpus).encode()).hexdigest()
-    key = {"version": text.TEXT_VERSION, "vocab_size": config.vocab_size, "corpus": digest}
-    path = None if profile is None else artifact_path(profile, "text", "bpe-real", key_hash(key),
-                                                      ".json")
-    if path is None:
-        return text.TextTokenizer(text.train_bpe(config, corpus), config, None)
 
-    def build():
+    def build(path=None):
         tok = text.TextTokenizer(text.train_bpe(config, corpus), config, path)
-        tok.save(path)
+        if path is not None:
+            tok.save(path)
         return tok
 
-    return fetch(path, lambda p: text.TextTokenizer.load(p, config), build)[0]
+    if profile is None:
+        return build()
+    digest = hashlib.sha256(json.dumps(corpus).encode()).hexdigest()
+    key = {"version": text.TEXT_VERSION, "vocab_size": config.vocab_size, "corpus": digest}
+    path = artifact_path(profile, "text", "bpe-real", key_hash(key), ".json")
+    return fetch(path, lambda p: text.TextTokenizer.load(p, config), lambda: build(path))[0]
 
 
 def visual_canvas(cfg: Mapping[str, Any]) -> int:
@@ -289,19 +267,19 @@ def real_tokenizers(cfg: Mapping[str, Any], readers, *, sketch: bool, untrained=
     """Tokenizers for real data: the BPE of :func:`real_text_tokenizer`, and VQ models from
     ``data.tokenizers`` -- files written by :func:`nuwa_lib.tokenizers.vq_train.save_tokenizer`
     ({visual: FILE, sketch: FILE}), ``untrained`` (freshly initialised, seeded: dry runs and
-    tests), or (None) the profile's own, which :mod:`nuwa_lib.tokenizers.vqgan` trains on the Shapes
-    World and which therefore exist only at the world's canvases (32, 64)."""
+    tests), or (None) the profile's own, which :mod:`nuwa_lib.tokenizers.vqgan` trains on the
+    Shapes World and which therefore exist only at the world's canvases (32, 64)."""
     from . import vq_train
 
     profile = profile or cfg.get("name")
     spec = data_config(cfg)["tokenizers"]
-    if spec is None and not untrained and visual_canvas(cfg) not in world.CANVASES:
+    if spec is None and not untrained and (canvas := visual_canvas(cfg)) not in world.CANVASES:
         raise ValueError(
-            f"the profile's visual tokenizer takes {visual_canvas(cfg)}² pictures, and "
-            f"nuwa_lib.tokenizers.vqgan trains tokenizers on the Shapes World, which renders only "
-            f"{' or '.join(map(str, world.CANVASES))} px: give trained checkpoints in "
-            f"data.tokenizers {{visual: FILE, sketch: FILE}} (written by "
-            f"nuwa_lib.tokenizers.vq_train.save_tokenizer), or data.tokenizers: untrained for a dry run")
+            f"the profile's visual tokenizer takes {canvas}² pictures, and "
+            f"nuwa_lib.tokenizers.vqgan trains tokenizers on the Shapes World, which renders "
+            f"only {' or '.join(map(str, world.CANVASES))} px: give trained checkpoints in "
+            f"data.tokenizers {{visual: FILE, sketch: FILE}} (written by nuwa_lib.tokenizers."
+            f"vq_train.save_tokenizer), or data.tokenizers: untrained for a dry run")
     text_tok = real_text_tokenizer(cfg, [r for r in readers if r.captioned], profile=profile)
     if untrained or spec == "untrained":
         return profile_tokenizers(cfg, profile=profile, sketch=sketch, untrained=True,
@@ -311,11 +289,12 @@ def real_tokenizers(cfg: Mapping[str, Any], readers, *, sketch: bool, untrained=
         if unknown or not spec.get("visual") or (sketch and not spec.get("sketch")):
             raise ValueError("data.tokenizers must name checkpoint files {visual: FILE"
                              + (", sketch: FILE" if sketch else "") + f"}}, got {dict(spec)}")
-        vis = vq_train.load_tokenizer(_file(Path(spec["visual"]).expanduser(),
-                                         "visual tokenizer checkpoint"))[0]
-        sk = vq_train.load_tokenizer(_file(Path(spec["sketch"]).expanduser(),
-                                        "sketch tokenizer checkpoint"))[0] if sketch else None
-        return Tokenizers(text_tok, vis, sk)
+
+        def load(part):
+            path = _file(Path(spec[part]).expanduser(), f"{part} tokenizer checkpoint")
+            return vq_train.load_tokenizer(path)[0]
+
+        return Tokenizers(text_tok, load("visual"), load("sketch") if sketch else None)
     if spec is not None:
         raise ValueError(f"data.tokenizers must be null, 'untrained' or {{visual: FILE, "
                          f"sketch: FILE}}, got {spec!r}")
