@@ -104,18 +104,27 @@ def _reach(coords: torch.Tensor, n: int, n2: int, e: int, side: str) -> torch.Te
     return near.nonzero().flatten()
 
 
-def _visits(q_shape, kv_shape, extent, causal, tiles, side):
-    """For each tile: its visibility mask against the candidate tokens of the other grid (the
-    product of the per-axis reaches of the tile, a superset of the union of its windows)."""
-    outer, other = (q_shape, kv_shape) if side == "queries" else (kv_shape, q_shape)
+def _candidate_axes(t, outer, other, extent, side):
+    """Per axis, the coordinates of the other grid that the tile ``t`` reaches (their product
+    is a superset of the union of the tile's windows, equal to it without ``causal``)."""
     _, h, w = outer
-    _, h2, w2 = other
+    return [_reach(c.unique(), n, n2, e, side) if side == "queries"
+            else _reach(c.unique(), n2, n, e, side)
+            for c, n, n2, e in zip((t // (h * w), t // w % h, t % w), outer, other, extent)]
+
+
+def _raster(axes, shape) -> torch.Tensor:
+    """Raster indices on ``shape`` of the product of three coordinate lists (increasing)."""
+    _, h, w = shape
+    return (axes[0][:, None, None] * (h * w) + axes[1][None, :, None] * w
+            + axes[2][None, None, :]).flatten()
+
+
+def _visits(q_shape, kv_shape, extent, causal, tiles, side):
+    """For each tile: its candidate tokens of the other grid and its visibility mask on them."""
+    outer, other = (q_shape, kv_shape) if side == "queries" else (kv_shape, q_shape)
     for t in tiles:
-        axes = [_reach(c.unique(), n, n2, e, side) if side == "queries"
-                else _reach(c.unique(), n2, n, e, side)
-                for c, n, n2, e in zip((t // (h * w), t // w % h, t % w), outer, other, extent)]
-        cand = (axes[0][:, None, None] * (h2 * w2) + axes[1][None, :, None] * w2
-                + axes[2][None, None, :]).flatten()
+        cand = _raster(_candidate_axes(t, outer, other, extent, side), other)
         if side == "queries":
             yield t, cand, index_mask(t, cand, q_shape, kv_shape, extent, causal)
         else:
@@ -136,16 +145,11 @@ def estimated_scores(q_shape, kv_shape, extent, causal, tile: int, block: int,
     ``queries``) or before its first key (side ``keys``) are dropped, an upper bound)."""
     extent = resolve_extent(tuple(extent), kv_shape)
     outer, other = (q_shape, kv_shape) if side == "queries" else (kv_shape, q_shape)
-    _, h, w = outer
-    _, h2, w2 = other
     n_blocks = 0
     for t in tile_tokens(outer, tile, tiling):
-        axes = [_reach(c.unique(), n, n2, e, side) if side == "queries"
-                else _reach(c.unique(), n2, n, e, side)
-                for c, n, n2, e in zip((t // (h * w), t // w % h, t % w), outer, other, extent)]
+        axes = _candidate_axes(t, outer, other, extent, side)
         if causal:
-            cand = (axes[0][:, None, None] * (h2 * w2) + axes[1][None, :, None] * w2
-                    + axes[2][None, None, :])
+            cand = _raster(axes, other)
             size = int((cand <= t.max()).sum() if side == "queries" else (cand >= t.min()).sum())
         else:
             size = math.prod(len(a) for a in axes)
