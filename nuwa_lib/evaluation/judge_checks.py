@@ -50,7 +50,8 @@ def retrieval_r_at_1(clip: TinyCLIP, images, captions, candidates=100) -> float:
     ``candidates`` images; a last, incomplete chunk is left out."""
     n = (len(images) // candidates) * candidates
     if n == 0:
-        raise ValueError(f"retrieval needs at least candidates={candidates} images, got {len(images)}")
+        raise ValueError(f"retrieval needs at least candidates={candidates} images, "
+                         f"got {len(images)}")
     img = clip.embed_images(images[:n])
     txt = clip.embed_captions(list(captions[:n]))
     hits = []
@@ -89,7 +90,8 @@ def check_judges(judges: Judges, heldout: int, candidates: int, targets: Mapping
             rows.append(_row(name, f"accuracy: {h} (one-object scenes)", acc[h], targets.get(name)))
         two = world_data("test", heldout, video=video, n_objects=2, start=heldout, **kw)
         what = "presence, every bit right" if video else "slots, every cell right"
-        rows.append(_row(name, f"{what} (two-object scenes)", head_accuracy(model, two)["scene_exact"]))
+        exact = head_accuracy(model, two)["scene_exact"]
+        rows.append(_row(name, f"{what} (two-object scenes)", exact))
     mixed = world_data("test", heldout, start=2 * heldout, **kw)
     if judges.clip is not None:
         r1 = retrieval_r_at_1(judges.clip, mixed.pixels, mixed.captions, candidates)
@@ -133,14 +135,17 @@ def describe_predictions(pred: Mapping, video=False) -> list:
     """Short readings of :meth:`WorldClassifier.predict` output, one per sample: "small red
     circle, top left, grass"; for an image whose slots hold several objects, "small red
     circle (left) + large blue cross (top), grass"; for videos "..., moves up, grass"."""
+    def slot(a, i, c):
+        k = int(pred[f"slot_{a}"][i, c])
+        return world.ATTRIBUTE_VALUES[a][k - 1] if k else "?"
+
     out = []
     for i in range(len(pred["shape"])):
         v = {h: world.ATTRIBUTE_VALUES[h][int(pred[h][i])]
              for h in (VIDEO_HEADS if video else IMAGE_HEADS)}
         cells = [] if video else [c for c in range(9) if pred["slot_shape"][i, c]]
         if len(cells) > 1:
-            objs = [" ".join(world.ATTRIBUTE_VALUES[a][int(pred[f"slot_{a}"][i, c]) - 1]
-                             if pred[f"slot_{a}"][i, c] else "?" for a in ("size", "colour", "shape"))
+            objs = [" ".join(slot(a, i, c) for a in ("size", "colour", "shape"))
                     + f" ({world.POSITIONS[c]})" for c in cells]
             out.append(" + ".join(objs) + f", {v['background']}")
             continue

@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from ..data import world
-from ..utils import checkpoint
 from ..utils.cache import key_hash
 from ..utils.tensors import evaluating, to_tensor
 
@@ -29,20 +28,14 @@ IMAGE_HEADS = ("shape", "colour", "size", "position", "background")
 VIDEO_HEADS = IMAGE_HEADS + ("motion",)
 
 
-def _exists(x):
-    return x is not None
-
-
-# --------------------------------------------------------------------------- tensors
 def _batched(fn, x, batch_size=256):
-    """Apply ``fn`` to slices of ``x`` (numpy) and concatenate the tensors it returns."""
+    """Apply ``fn`` to slices of ``x`` and concatenate the tensors (or dicts of them) it returns."""
     outs = [fn(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
     if isinstance(outs[0], dict):
         return {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
     return torch.cat(outs)
 
 
-# --------------------------------------------------------------------------- world data
 VIDEO_PRESENCE = tuple((a, v) for a in ("shape", "colour", "size", "position", "motion")
                        for v in world.ATTRIBUTE_VALUES[a])
 SLOT_CLASSES = {a: 1 + len(world.ATTRIBUTE_VALUES[a]) for a in ("shape", "colour", "size")}
@@ -150,13 +143,9 @@ def _make_config(name, values):
 
 def config_hash(name, jcfg: JudgesConfig) -> str:
     """12 hex digits over everything that determines the judge's weights."""
-    key = {"name": name, "version": JUDGE_VERSIONS[name], "seed": jcfg.seed, "canvas": jcfg.canvas,
-           "frames": jcfg.frames if name == "video" else None,
-           "config": asdict(jcfg.judge(name))}
-    return key_hash(key)
-
-
-_canonical = checkpoint.canonical
+    return key_hash({"name": name, "version": JUDGE_VERSIONS[name], "seed": jcfg.seed,
+                     "canvas": jcfg.canvas, "frames": jcfg.frames if name == "video" else None,
+                     "config": asdict(jcfg.judge(name))})
 
 
 # --------------------------------------------------------------------------- networks
@@ -254,10 +243,6 @@ class WorldClassifier(nn.Module):
             what = "(B, T, 3, H, W) videos" if self.video else "(B, 3, H, W) images"
             raise ValueError(f"{type(self).__name__} with frames={self.frames} takes {what} "
                              f"with T={self.frames}, got {tuple(x.shape)}")
-
-    def features(self, x):
-        """Penultimate features (B, feature_dim): what FID / FID-vid compare."""
-        return self(x)["features"]
 
     def forward(self, x):
         """{"features", "logits": {head: (B, classes)}} and "presence" (B, P) for videos
@@ -398,8 +383,7 @@ class TinyCLIP(nn.Module):
     @torch.no_grad()
     def embed_captions(self, captions, batch_size=256) -> torch.Tensor:
         with evaluating(self):
-            return torch.cat([self.encode_text(self.tokenizer(captions[i:i + batch_size]))
-                              for i in range(0, len(captions), batch_size)])
+            return _batched(lambda c: self.encode_text(self.tokenizer(c)), captions, batch_size)
 
 
 class Segmenter(nn.Module):

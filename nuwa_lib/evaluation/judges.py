@@ -5,17 +5,8 @@ FID and IS (Table 1), CLIP for CLIPSIM and for re-ranking 60 samples (Sec. 4.2),
 C3D-style video networks for FID-vid and FVD (Tables 2, 3, 5, 6) and a segmentation model
 for Detected PA (Table 6). Their weights cannot be downloaded here, and they would not
 understand the Shapes World anyway. So we train one small judge for each role on the world
-itself, and ``metrics.py`` computes the paper's formulas with them:
-
-* :class:`WorldClassifier` (``frames=1``): per-attribute heads (shape, colour, size,
-  position, background) and per-cell "slot" heads. Its penultimate features feed FID /
-  FID-k / KID, its joint shape x colour log-probabilities feed IS, its heads give Acc.
-* :class:`TinyCLIP`: a word-level text transformer and a conv image encoder trained with
-  the symmetric InfoNCE loss of CLIP; its cosine similarity is our CLIPSIM.
-* the video net, a :class:`WorldClassifier` with ``frames=T`` (:class:`VideoTrunk`: shared
-  per-frame layers for appearance, the frames' maps stacked and fused for motion), the same
-  heads plus motion; its features -> FID-vid, its logits -> FVD.
-* :class:`Segmenter`: a small U-Net over the 9 segmentation classes -> Detected PA.
+itself (their networks are in :mod:`~nuwa_lib.evaluation.judge_nets`), and ``metrics.py``
+computes the paper's formulas with them.
 
 Two-object scenes. ``Sample.labels`` names the *first* object, but nothing in an image says
 which object came first, so per-attribute heads trained on two-object scenes would learn a
@@ -68,12 +59,9 @@ from .judge_nets import (
     Segmenter,
     TinyCLIP,
     WorldClassifier,
-    _canonical,
-    _exists,
     _make_config,
     build,
     config_hash,
-    n_parameters,
 )
 
 
@@ -100,7 +88,7 @@ def judge_scene(split, index, seed=0, canvas=32, video=False, n_objects=None,
     ``single_fraction`` (unless ``n_objects`` is given), every combination allowed."""
     world._check("split", split, world.SPLITS)
     rng = np.random.default_rng([seed, JUDGE_STREAM, world.SPLITS.index(split), index])
-    n = n_objects if _exists(n_objects) else (1 if rng.random() < single_fraction else 2)
+    n = n_objects if n_objects is not None else (1 if rng.random() < single_fraction else 2)
     return world.random_scene(rng, canvas, n, video, exclude_heldout=False)
 
 
@@ -109,12 +97,9 @@ def world_data(split, n, *, seed=0, canvas=32, frames=8, video=False, n_objects=
     """Scenes ``start .. start+n-1`` of the judges' stream, rendered with captions and maps."""
     scenes = [judge_scene(split, start + i, seed, canvas, video, n_objects, single_fraction)
               for i in range(n)]
-    if video:
-        rendered = [world.render_video(s, frames) for s in scenes]
-    else:
-        rendered = [world.render_image(s) for s in scenes]
-    pixels = np.stack([r[0] for r in rendered]) if n else np.zeros((0,), np.uint8)
-    seg = np.stack([r[1] for r in rendered]) if n else np.zeros((0,), np.uint8)
+    rendered = [world.render_video(s, frames) if video else world.render_image(s) for s in scenes]
+    pixels, seg = ([np.stack(m) for m in zip(*rendered)] if n
+                   else [np.zeros((0,), np.uint8) for _ in range(2)])
     return WorldData(pixels, seg, [world.caption(s, video) for s in scenes], scenes, video)
 
 
@@ -145,7 +130,8 @@ def scene_targets(scenes, video=False) -> dict:
             else:
                 cell = world.POSITIONS.index(obj.position)
                 for a in SLOT_CLASSES:
-                    out[f"slot_{a}"][i, cell] = world.ATTRIBUTE_VALUES[a].index(getattr(obj, a)) + 1
+                    value = world.ATTRIBUTE_VALUES[a].index(getattr(obj, a))
+                    out[f"slot_{a}"][i, cell] = value + 1
     return out
 
 
@@ -173,24 +159,6 @@ def _classifier_loss(model, batch):
     return loss
 
 
-def _classifier_batches(jcfg, c, video):
-    def batch(step):
-        d = world_data("train", c.batch_size, seed=jcfg.seed, canvas=jcfg.canvas,
-                       frames=jcfg.frames, video=video, single_fraction=c.single_fraction,
-                       start=step * c.batch_size)
-        t = {k: torch.from_numpy(v) for k, v in scene_targets(d.scenes, video).items()}
-        return to_tensor(d.pixels), t
-    return batch
-
-
-def _random_frame(jcfg, index, single_fraction):
-    """(scene, frame, its map): a random frame of the ``index``-th training video."""
-    scene = judge_scene("train", index, jcfg.seed, jcfg.canvas, True, None, single_fraction)
-    t = int(np.random.default_rng([jcfg.seed, JUDGE_STREAM, index]).integers(jcfg.frames))
-    vid, seg = world.render_video(scene, t + 1)   # frames 0..t; the last one is frame t
-    return scene, vid[-1], seg[-1]
-
-
 def _mixed_batch(jcfg, c, step):
     """Step ``step``'s training pictures for CLIP and the segmenter: ``batch_size`` scenes,
     the last ``video_fraction`` of them one random frame of a moving video (objects anywhere).
@@ -200,20 +168,14 @@ def _mixed_batch(jcfg, c, step):
     img = world_data("train", c.batch_size - n_video, seed=jcfg.seed, canvas=jcfg.canvas,
                      single_fraction=c.single_fraction, start=start)
     pixels, captions, maps = list(img.pixels), list(img.captions), list(img.seg)
-    for i in range(n_video):
-        scene, frame, seg = _random_frame(jcfg, start + c.batch_size - n_video + i,
-                                          c.single_fraction)
-        pixels.append(frame)
+    for index in range(start + c.batch_size - n_video, start + c.batch_size):
+        scene = judge_scene("train", index, jcfg.seed, jcfg.canvas, True, None, c.single_fraction)
+        t = int(np.random.default_rng([jcfg.seed, JUDGE_STREAM, index]).integers(jcfg.frames))
+        vid, seg = world.render_video(scene, t + 1)   # frames 0..t; the last one is frame t
+        pixels.append(vid[-1])
         captions.append(world.caption(scene, video=True))   # the video's caption
-        maps.append(seg)
+        maps.append(seg[-1])
     return np.stack(pixels), captions, np.stack(maps)
-
-
-def _clip_batches(jcfg, c, model):
-    def batch(step):
-        pixels, captions, _ = _mixed_batch(jcfg, c, step)
-        return to_tensor(pixels), model.tokenizer(captions)
-    return batch
 
 
 def _clip_loss(model, batch):
@@ -226,13 +188,6 @@ def _clip_loss(model, batch):
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
 
-def _segmenter_batches(jcfg, c):
-    def batch(step):
-        pixels, _, maps = _mixed_batch(jcfg, c, step)
-        return to_tensor(pixels), torch.from_numpy(maps.astype(np.int64))
-    return batch
-
-
 # Object pixels are ~10% of a map; weighting them up teaches the shape classes sooner.
 _SEG_WEIGHT = torch.tensor([1.0] * len(world.BACKGROUNDS) + [4.0] * len(world.SHAPES))
 
@@ -242,12 +197,32 @@ def _segmenter_loss(model, batch):
     return F.cross_entropy(model(x), seg, weight=_SEG_WEIGHT)
 
 
+_LOSSES = {"classifier": _classifier_loss, "video": _classifier_loss, "clip": _clip_loss,
+           "segmenter": _segmenter_loss}
+
+
+def _batches(name, jcfg, c, model):
+    """step -> judge ``name``'s training batch (inputs, targets), fresh world scenes."""
+    def batch(step):
+        if name in ("classifier", "video"):
+            d = world_data("train", c.batch_size, seed=jcfg.seed, canvas=jcfg.canvas,
+                           frames=jcfg.frames, video=name == "video",
+                           single_fraction=c.single_fraction, start=step * c.batch_size)
+            t = {k: torch.from_numpy(v) for k, v in scene_targets(d.scenes, d.video).items()}
+            return to_tensor(d.pixels), t
+        pixels, captions, maps = _mixed_batch(jcfg, c, step)
+        if name == "clip":
+            return to_tensor(pixels), model.tokenizer(captions)
+        return to_tensor(pixels), torch.from_numpy(maps.astype(np.int64))
+    return batch
+
+
 def _fit(model, loss_fn, batches, steps, lr, desc, progress):
     """AdamW with a 5% linear warm-up and a cosine decay; fresh world data every step."""
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     warm = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) * 0.5
+                                              * (1 + math.cos(math.pi * min(s, steps) / steps)))
     model.train()
     losses, t0 = [], time.perf_counter()
     bar = P.bar(range(steps), desc=desc, progress=progress, leave=False)
@@ -275,16 +250,11 @@ def train_judge(name, jcfg: JudgesConfig, progress=True):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_judge_seed(name, jcfg))
         model = build(name, jcfg)
-        if name in ("classifier", "video"):
-            batches, loss = _classifier_batches(jcfg, c, name == "video"), _classifier_loss
-        elif name == "clip":
-            batches, loss = _clip_batches(jcfg, c, model), _clip_loss
-        else:
-            batches, loss = _segmenter_batches(jcfg, c), _segmenter_loss
         if jcfg.threads:
             torch.set_num_threads(jcfg.threads)
         try:
-            info = _fit(model, loss, batches, c.steps, c.lr, f"judge {name}", progress)
+            info = _fit(model, _LOSSES[name], _batches(name, jcfg, c, model), c.steps, c.lr,
+                        f"judge {name}", progress)
         finally:
             torch.set_num_threads(before)
     return _freeze(model), info
@@ -306,16 +276,13 @@ def save_judge(path, name, jcfg, model, info) -> Path:
     return checkpoint.save(path, {
         "format": CHECKPOINT_FORMAT, "version": JUDGE_VERSIONS[name], "name": name,
         "hash": config_hash(name, jcfg), "seed": jcfg.seed, "canvas": jcfg.canvas,
-        "frames": jcfg.frames, "config": _canonical(asdict(jcfg.judge(name))),
+        "frames": jcfg.frames, "config": checkpoint.canonical(asdict(jcfg.judge(name))),
         "info": info, "state_dict": model.state_dict()})
 
 
-_HINT = "delete the file to retrain"
-
-
 def _read_checkpoint(path, expect=None) -> dict:
-    return checkpoint.load(path, CHECKPOINT_FORMAT, expect, what="judge checkpoint", hint=_HINT,
-                           error=JudgeCacheError)
+    return checkpoint.load(path, CHECKPOINT_FORMAT, expect, what="judge checkpoint",
+                           hint="delete the file to retrain", error=JudgeCacheError)
 
 
 def _restore(path, payload, name, jcfg):
@@ -361,20 +328,6 @@ class Judges:
     paths: dict
     info: dict          # per judge: training info + "source" ("loaded" / "trained")
 
-    def summary(self):
-        """Rows describing each judge (architecture size and training budget)."""
-        rows = []
-        for name in JUDGE_NAMES:
-            model = getattr(self, name)
-            if model is None:
-                continue
-            c = self.config.judge(name)
-            rows.append({"judge": name, "network": type(model).__name__,
-                         "parameters": n_parameters(model), "steps": c.steps,
-                         "batch_size": c.batch_size, "samples_seen": c.steps * c.batch_size,
-                         "lr": c.lr})
-        return rows
-
 
 def get_judges(cfg: Mapping[str, Any], train_if_missing=True, progress=True,
                names=JUDGE_NAMES, profile: str | None = None) -> Judges:
@@ -388,13 +341,13 @@ def get_judges(cfg: Mapping[str, Any], train_if_missing=True, progress=True,
         world._check("judge", name, JUDGE_NAMES)
         path = paths[name] = judge_path(name, jcfg, profile)
 
-        def build(name=name, path=path):
+        def train(name=name, path=path):
             model, info = train_judge(name, jcfg, progress)
             save_judge(path, name, jcfg, model, info)
             return model, info
 
         (models[name], info), loaded = fetch(
-            path, lambda p, name=name: load_judge(p, name, jcfg), build,
+            path, lambda p, name=name: load_judge(p, name, jcfg), train,
             build_if_missing=train_if_missing,
             missing=f"no cached {name} judge at {path}; run notebook 01_evaluators or "
                     f"get_judges(..., train_if_missing=True)")

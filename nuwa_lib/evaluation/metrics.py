@@ -11,17 +11,16 @@ therefore on their own scale: compare rows within our tables, never with the pap
 * FID-img is FID over all frames; FID-vid and FVD are Fréchet distances over clip-level
   features of the video net (FID-vid: its pooled features, as C3D-based FID-vid; FVD: its
   logit layer, as FVD uses I3D's logits), computed by :func:`frechet_distance`.
-* CLIPSIM is the cosine similarity of the world CLIP's unit embeddings, in [-1, 1]
-  (GODIVA's CLIPSIM, used by the paper, is the same cosine with OpenAI's CLIP, and the
-  paper's models score 0.23-0.35 on it in Tables 1, 2 and 5; a world CLIP trained on a few
-  dozen words spreads matched and mismatched pairs much further apart, so only differences
-  within our tables mean anything).
-  For videos it is the mean over frames.
+* CLIPSIM is the cosine similarity of the world CLIP's unit embeddings, in [-1, 1], for
+  videos the mean over frames (GODIVA's CLIPSIM, used by the paper, is the same cosine with
+  OpenAI's CLIP, on which the paper's models score 0.23-0.35 in Tables 1, 2 and 5; a world
+  CLIP trained on a few dozen words spreads matched and mismatched pairs much further apart,
+  so only differences within our tables mean anything).
 * Acc: agreement of the classifier's (or video net's) reading with the attributes the
   prompt names (see :func:`attribute_agreement` for two-object prompts).
-* SSIM (Table 4) as usually defined; PA and FWIoU (Table 4) are in :mod:`nuwa_lib.evaluation.segmentation`;
-  Detected PA (Table 6) is the PA of the world segmenter's maps of generated frames against
-  the input sketch.
+* SSIM (Table 4) as usually defined; PA and FWIoU (Table 4) are in
+  :mod:`nuwa_lib.evaluation.segmentation`; Detected PA (Table 6) is the PA of the world
+  segmenter's maps of generated frames against the input sketch.
 
 Nothing here downloads anything: the extractor gets its network from memory (or a judge
 checkpoint), inputs are in-memory datasets, and torch-fidelity's file cache is off.
@@ -38,7 +37,7 @@ import torch.nn.functional as F
 
 from ..data import world
 from ..utils.tensors import evaluating, to_tensor
-from .judge_nets import VIDEO_PRESENCE
+from .judge_nets import VIDEO_PRESENCE, _batched
 from .judges import load_checkpoint
 from .segmentation import pixel_accuracy
 
@@ -203,12 +202,8 @@ def _extractor_class():
                     "prc": "features"}[metric]
 
         @staticmethod
-        def can_be_compiled():
+        def can_be_compiled():   # so torch-fidelity never asks for a dummy input
             return False
-
-        @staticmethod
-        def get_dummy_input_for_compile():
-            return torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
 
         def forward(self, x):
             x = x.float().div(127.5).sub(1.0) if x.dtype == torch.uint8 else x
@@ -231,11 +226,9 @@ def register_world_extractor() -> str:
 
     if _EXTRACTOR is None:
         _EXTRACTOR = _extractor_class()
-    current = registry.FEATURE_EXTRACTORS_REGISTRY.get(EXTRACTOR_NAME)
-    if current is None:
-        registry.register_feature_extractor(EXTRACTOR_NAME, _EXTRACTOR)
-    elif current is not _EXTRACTOR:    # left by an earlier import of this module
-        registry.FEATURE_EXTRACTORS_REGISTRY[EXTRACTOR_NAME] = _EXTRACTOR
+    # Set directly: register_feature_extractor refuses a name that is already there (the
+    # class left by an earlier import of this module).
+    registry.FEATURE_EXTRACTORS_REGISTRY[EXTRACTOR_NAME] = _EXTRACTOR
     return EXTRACTOR_NAME
 
 
@@ -298,16 +291,12 @@ def fidelity(generated, real=None, classifier=None, *, fid=True, isc=False, kid=
     if kid:
         kwargs.update(kid_subsets=kid_subsets, kid_subset_size=kid_subset_size)
     res = torch_fidelity.calculate_metrics(**kwargs)
-    out = {}
-    if fid:
-        out["fid"] = res[torch_fidelity.KEY_METRIC_FID]
-    if isc:
-        out["is_mean"] = res[torch_fidelity.KEY_METRIC_ISC_MEAN]
-        out["is_std"] = res[torch_fidelity.KEY_METRIC_ISC_STD]
-    if kid:
-        out["kid_mean"] = res[torch_fidelity.KEY_METRIC_KID_MEAN]
-        out["kid_std"] = res[torch_fidelity.KEY_METRIC_KID_STD]
-    return out
+    keys = {"fid": (fid, torch_fidelity.KEY_METRIC_FID),
+            "is_mean": (isc, torch_fidelity.KEY_METRIC_ISC_MEAN),
+            "is_std": (isc, torch_fidelity.KEY_METRIC_ISC_STD),
+            "kid_mean": (kid, torch_fidelity.KEY_METRIC_KID_MEAN),
+            "kid_std": (kid, torch_fidelity.KEY_METRIC_KID_STD)}
+    return {k: res[key] for k, (wanted, key) in keys.items() if wanted}
 
 
 def fid(generated, real, classifier, radius=0) -> float:
@@ -356,14 +345,12 @@ def fid_img(generated_videos, real_videos, classifier) -> float:
 @torch.no_grad()
 def video_layers(video_net, videos, batch_size=128) -> dict:
     """{"features": (N, D), "logits": (N, C)} of the video net for uint8 (N, T, H, W, 3)."""
+    def run(chunk):
+        out = video_net(to_tensor(chunk))
+        return {"features": out["features"], "logits": video_net.all_logits(out)}
     videos = _uint8(videos, "videos", ndim=5)
-    feats, logits = [], []
     with evaluating(video_net):
-        for i in range(0, len(videos), batch_size):
-            out = video_net(to_tensor(videos[i:i + batch_size]))
-            feats.append(out["features"])
-            logits.append(video_net.all_logits(out))
-    return {"features": torch.cat(feats).numpy(), "logits": torch.cat(logits).numpy()}
+        return {k: v.numpy() for k, v in _batched(run, videos, batch_size).items()}
 
 
 def fid_vid(generated_videos, real_videos, video_net) -> float:
@@ -442,7 +429,8 @@ def attribute_agreement(judge, pixels, captions, per_sample=False) -> dict:
                     if a == "position":
                         good = pred["slot_shape"][i, cell] != 0
                     else:
-                        good = pred[f"slot_{a}"][i, cell] == world.ATTRIBUTE_VALUES[a].index(value) + 1
+                        want = world.ATTRIBUTE_VALUES[a].index(value) + 1
+                        good = pred[f"slot_{a}"][i, cell] == want
                 hits[a].append(bool(good))
                 ok.append(bool(good))
         all_ok.append(all(ok))
@@ -538,17 +526,12 @@ def fid_sanity_curves(classifier, real_a, real_b, noise_levels, blur_radii, seed
     """Rows {curve, level, value}: FID (world features) between two disjoint real sets as
     the second is degraded by noise (std on the [0, 1] scale) or blur (radius in px), and
     FID-k with both sets blurred (it should stay near the real-vs-real value)."""
-    rows = []
-    for s in noise_levels:
-        rows.append({"curve": "noise", "level": float(s),
-                     "value": fid(add_noise(real_b, s, seed), real_a, classifier)})
-    for k in blur_radii:
-        rows.append({"curve": "blur (second set)", "level": float(k),
-                     "value": fid(gaussian_blur(real_b, k), real_a, classifier)})
-    for k in blur_radii:
-        rows.append({"curve": "FID-k (both blurred)", "level": float(k),
-                     "value": fid(real_b, real_a, classifier, radius=k)})
-    return rows
+    degraded = (("noise", noise_levels, lambda s: add_noise(real_b, s, seed)),
+                ("blur (second set)", blur_radii, lambda k: gaussian_blur(real_b, k)))
+    rows = [{"curve": curve, "level": float(x), "value": fid(degrade(x), real_a, classifier)}
+            for curve, levels, degrade in degraded for x in levels]
+    return rows + [{"curve": "FID-k (both blurred)", "level": float(k),
+                    "value": fid(real_b, real_a, classifier, radius=k)} for k in blur_radii]
 
 
 def video_sanity_curves(video_net, real_a, real_b, fractions, seed=0) -> list:

@@ -1,8 +1,9 @@
 """Generating pictures for a task: a batch of task data -> sampled tokens -> pixels.
 
-The glue the task notebooks share: :class:`nuwa_lib.training.task_data.TaskData` says what conditions
-the encoder and what primes the decoder (``tasks.py``), :func:`nuwa_lib.generation.sampling.sample`
-draws the target tokens with the KV cache, and the visual VQ-GAN draws them as pixels.
+The glue the task notebooks share: :class:`~nuwa_lib.training.task_data.TaskData` says what
+conditions the encoder and what primes the decoder (``tasks.py``),
+:func:`~nuwa_lib.generation.sampling.sample` draws the target tokens with the KV cache, and the
+visual VQ-GAN draws them as pixels.
 With ``n > 1`` and the world CLIP, the best of n samples per caption is kept, as the paper
 keeps the best of 60 (Sec. 4.2).
 """
@@ -47,9 +48,8 @@ def generate(model, data: TaskData, indices: Sequence[int], visual: vqgan.VQMode
         raise ValueError("best-of-n (n > 1) needs the world CLIP judge: pass clip=")
     indices = list(indices)
     b = data.batch(indices)
-    captions = None
-    if data.tokens.captions is not None:
-        captions = [data.tokens.captions[i] for i in indices]
+    known = data.tokens.captions
+    captions = None if known is None else [known[i] for i in indices]
     if n > 1 and captions is None:
         raise ValueError(f"best-of-n ranks samples by their caption; task {b.task} on role "
                          f"{data.tokens.role!r} has none")

@@ -21,11 +21,9 @@ encoded condition. :func:`sample` runs that loop:
   prefix is the natural case, but any mask works: a slot sees every given or drawn token
   before it in raster order (and, as in any autoregressive model, none after it).
 
-:func:`best_of_n` draws n samples per condition in one batch (``Condition.repeat``), scores
-them with a caller's ``score_fn`` and keeps the best: the paper generates 60 images per text
-and keeps the best by CLIP (Sec. 4.2). This module knows nothing of pixels: the caller's
-``score_fn`` decodes tokens with the VQ-GAN and scores them with the world CLIP, e.g.
-``lambda tokens, i: metrics.clip_similarity(clip, decode(tokens), [captions[i]] * len(tokens))``.
+:func:`best_of_n` draws n samples per condition in one batch (``Condition.repeat``) and keeps
+the one a caller's ``score_fn`` scores best (Sec. 4.2: the best of 60 by CLIP). This module
+knows nothing of pixels: ``score_fn`` decodes and scores them (:mod:`.generate` does).
 """
 from __future__ import annotations
 
@@ -48,6 +46,10 @@ ScoreFn = Callable[[torch.Tensor, int], object]
 
 
 # --------------------------------------------------------------------------- checks
+def _is_int(v, lo: int = 1, hi: float = math.inf) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool) and lo <= v <= hi
+
+
 def _check_model(model) -> Nuwa:
     if not isinstance(model, Nuwa):
         raise ValueError(f"model must be a nuwa_lib.model.nuwa.Nuwa, got {type(model).__name__}")
@@ -63,13 +65,10 @@ def _check_temperature(temperature) -> float:
 
 
 def _check_top_k(top_k, codebook_size: int) -> Optional[int]:
-    if top_k is None:
-        return None
-    if not isinstance(top_k, numbers.Integral) or isinstance(top_k, bool) \
-            or not 1 <= top_k <= codebook_size:
+    if top_k is not None and not _is_int(top_k, 1, codebook_size):
         raise ValueError(f"top_k must be None (every code) or an integer in [1, "
                          f"{codebook_size}] (the codebook size), got {top_k!r}")
-    return int(top_k)
+    return None if top_k is None else int(top_k)
 
 
 def _check_prime(prime, prime_mask, batch: int, grid: Shape3, codebook_size: int,
@@ -100,13 +99,6 @@ def _check_prime(prime, prime_mask, batch: int, grid: Shape3, codebook_size: int
             raise ValueError(f"prime tokens at the given positions must lie in [0, "
                              f"{codebook_size}) (the codebook), got values in [{lo}, {hi}]")
     return given, prime
-
-
-def _check_n(n) -> int:
-    if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"n must be a positive integer (samples per condition; the paper "
-                         f"used 60), got {n!r}")
-    return int(n)
 
 
 # ------------------------------------------------------------------------- choosing
@@ -153,10 +145,6 @@ class _Chooser:
 
 
 # ------------------------------------------------------------------------- decoding
-def _bar(total: int, desc: str, progress):
-    return P.bar(total=total, desc=desc, unit="tok", progress=progress, leave=False)
-
-
 def _decode_cached(model: Nuwa, cond: Condition, grid: Shape3, choose: _Chooser, bar
                    ) -> torch.Tensor:
     cache = model.start(cond, grid)
@@ -217,8 +205,8 @@ def sample(model: Nuwa, cond: Condition, target_grid, *, temperature: float = 1.
     cond = cond.to(model.bos.device)
     decode = _decode_cached if use_cache else _decode_uncached
     with evaluating(model), torch.no_grad(), \
-            _bar(math.prod(grid), "sampling" if use_cache else "sampling (no cache)",
-                 progress) as bar:
+            P.bar(total=math.prod(grid), desc="sampling" if use_cache else "sampling (no cache)",
+                  unit="tok", progress=progress, leave=False) as bar:
         tokens = decode(model, cond, grid, choose, bar)
     return tokens.view(cond.batch_size, *grid)
 
@@ -274,12 +262,14 @@ def best_of_n(model: Nuwa, cond: Condition, target_grid, n: int, score_fn: Score
     """
     _check_model(model)
     cond = _check_condition(cond)
-    n = _check_n(n)
+    if not _is_int(n):
+        raise ValueError(f"n must be a positive integer (samples per condition; the paper "
+                         f"used 60), got {n!r}")
+    n = int(n)
     if not callable(score_fn):
         raise ValueError(f"score_fn must be callable as score_fn(tokens, index) -> scores, "
                          f"got {type(score_fn).__name__}")
-    if exists(batch_size) and (not isinstance(batch_size, numbers.Integral)
-                               or isinstance(batch_size, bool) or batch_size < 1):
+    if exists(batch_size) and not _is_int(batch_size):
         raise ValueError(f"batch_size must be None or a positive integer, got {batch_size!r}")
     grid = _check_grid("target_grid", target_grid, model.config.target_tokens)
     B = cond.batch_size
@@ -301,11 +291,10 @@ def best_of_n(model: Nuwa, cond: Condition, target_grid, n: int, score_fn: Score
         tokens = tokens.view(stop - start, n, *grid)
         samples.append(tokens)
         scores.extend(_scores(score_fn, tokens[i], start + i) for i in range(stop - start))
-    samples_all = torch.cat(samples)
-    scores_all = torch.stack(scores)
-    best = scores_all.argmax(1)   # the first maximum on ties
-    return BestOfN(tokens=samples_all[torch.arange(B), best.to(samples_all.device)], best=best,
-                   scores=scores_all, samples=samples_all)
+    samples, scores = torch.cat(samples), torch.stack(scores)
+    best = scores.argmax(1)   # the first maximum on ties
+    return BestOfN(tokens=samples[torch.arange(B), best.to(samples.device)], best=best,
+                   scores=scores, samples=samples)
 
 
 __all__ = ["sample", "best_of_n", "BestOfN", "draw"]

@@ -32,10 +32,9 @@ class EMAQuantizer(nn.Module):
              + self.codebook.pow(2).sum(1)[None])
         return d.argmin(1)
 
-    @torch.no_grad()
     def _pick(self, flat, n, generator):
-        idx = torch.randint(0, flat.shape[0], (n,), generator=generator)
-        return flat[idx]
+        """``n`` random rows of ``flat``: the fresh codes of (re)initialisation."""
+        return flat[torch.randint(0, flat.shape[0], (n,), generator=generator)]
 
     @torch.no_grad()
     def _ema_update(self, flat, idx):

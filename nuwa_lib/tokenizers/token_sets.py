@@ -1,7 +1,7 @@
 """Tokenized datasets: every task's inputs and targets as token grids (Sec. 3.1).
 
-World part. :func:`world_tokens` renders ``n`` samples of a Shapes World role's split and
-turns them into tokens once:
+:func:`world_tokens` renders ``n`` samples of a Shapes World role's split and turns them into
+tokens once:
 
 * captions -> BPE ids (N, L) and a keep mask (:mod:`nuwa_lib.data.text`), for captioned roles;
 * images / videos -> visual VQ-GAN tokens (N, s, h, w), s = 1 for images (:func:`vqgan.encode`);
@@ -14,18 +14,13 @@ turns them into tokens once:
 With a profile the result is cached as ``artifacts/<profile>/tokens/<role>-<split>-<hash>.pt``
 (written atomically), the hash covering (role, split, n, world seed / canvas / frames, the
 variant, and content hashes of the tokenizers' weights or BPE), so notebooks never encode
-twice and a retrained tokenizer never reads stale tokens.
+twice and a retrained tokenizer never reads stale tokens. The tokenizers are arguments
+(:class:`Tokenizers`), so tests can pass untrained ones; :func:`profile_tokenizers` fetches
+the profile's.
 
-One task's view of such tokens is :class:`~nuwa_lib.training.task_data.TaskData`:
-``batch(indices)`` gives the model's inputs (a :class:`~nuwa_lib.model.config.Condition` and
-the target grid) plus the prime mask that sampling uses. The tokenizers are arguments (:class:`Tokenizers`), so tests can pass
-untrained ones; :func:`profile_tokenizers` fetches the profile's.
-
-Real part. The tokens of the paper's datasets (:class:`~nuwa_lib.tokenizers.real_tokens.
-RealTokens`, which ``TaskData`` takes too) are :mod:`nuwa_lib.tokenizers.real_tokens`, which
-builds on this module (never the other way round); ``task_data(task, reader, ...)`` turns a
-reader (:mod:`nuwa_lib.data.readers`) into task data through
-:func:`nuwa_lib.training.task_data.real_task_data`.
+One task's view of such tokens is :class:`~nuwa_lib.training.task_data.TaskData`. The paper's
+datasets are tokenized by :mod:`nuwa_lib.tokenizers.real_tokens`, which builds on this module
+(never the other way round).
 """
 from __future__ import annotations
 
@@ -41,10 +36,12 @@ import torch
 from ..data import splits, tasks as T, world
 from ..utils import checkpoint, progress as P
 from ..utils.cache import artifact_path, fetch, key_hash
+from . import vq_train, vqgan
 
 TOKENS_FORMAT = "nuwa-world-tokens"
 TOKENS_VERSION = 1
 VARIANTS = (None, "TI2I", "TV2V")
+TENSORS = ("visual", "text_ids", "text_keep", "sketch", "given", "edit_rows")   # of WorldTokens
 
 
 class TokenCacheError(checkpoint.CheckpointError):
@@ -105,25 +102,20 @@ def profile_tokenizers(cfg: Mapping[str, Any], *, profile: str | None = None, sk
     are meaningless. ``text_tokenizer`` replaces the world's BPE (real data brings its own,
     :func:`nuwa_lib.tokenizers.real_tokens.real_text_tokenizer`)."""
     from ..data import text
-    from . import vq_train, vqgan
 
     profile = profile or cfg.get("name")
     section = cfg.get("vqgan") or {}
-    names = {"visual": section.get("tokenizer"), "sketch": section.get("sketch_tokenizer")}
-    if not sketch:
-        names["sketch"] = None
-    for part in ("visual",) + (("sketch",) if sketch else ()):
-        if not names[part]:
-            key = "tokenizer" if part == "visual" else "sketch_tokenizer"
+    keys = {"visual": "tokenizer", **({"sketch": "sketch_tokenizer"} if sketch else {})}
+    for part, key in keys.items():
+        if not section.get(key):
             raise ValueError(f"the profile has no vqgan.{key}: name the {part} tokenizer there")
-    out = {"text": text_tokenizer if text_tokenizer is not None else text.get_tokenizer(cfg, profile)}
+    out = {"text": text.get_tokenizer(cfg, profile) if text_tokenizer is None else text_tokenizer,
+           "sketch": None}
     configs = vqgan.configs_from_profile(cfg) if untrained else None
-    for part, name in names.items():
-        if name is None:
-            out[part] = None
-        elif untrained:
-            world._check(f"vqgan.{'tokenizer' if part == 'visual' else 'sketch_tokenizer'}",
-                         name, tuple(configs))
+    for part, key in keys.items():
+        name = section[key]
+        if untrained:
+            world._check(f"vqgan.{key}", name, tuple(configs))
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(cfg.get("seed", 0)))
                 out[part] = vqgan.VQModel(configs[name]).eval().requires_grad_(False)
@@ -161,8 +153,7 @@ class WorldTokens:
         return tuple(self.visual.shape[1:])
 
     def tensors(self) -> dict:
-        return {k: getattr(self, k) for k in ("visual", "text_ids", "text_keep", "sketch",
-                                               "given", "edit_rows")}
+        return {k: getattr(self, k) for k in TENSORS}
 
 
 def _small_int(t: torch.Tensor, bound: int) -> torch.Tensor:
@@ -186,8 +177,6 @@ def tokens_path(profile: str, key: Mapping) -> Path:
 
 
 def _encode_chunks(vq, pictures: np.ndarray, desc: str, progress: bool, chunk: int = 256):
-    from . import vqgan
-
     out = []
     bar = P.bar(total=len(pictures), desc=desc, progress=progress, leave=False)
     for i in range(0, len(pictures), chunk):
@@ -271,8 +260,7 @@ def load_world_tokens(path, key: Mapping | None = None) -> WorldTokens:
     try:
         return WorldTokens(role=k["role"], split=k["split"], n=k["n"], key=k, variant=k["variant"],
                            captions=p.get("captions"), path=Path(path), source="loaded",
-                           **{name: p.get(name) for name in ("visual", "text_ids", "text_keep",
-                                                             "sketch", "given", "edit_rows")})
+                           **{name: p.get(name) for name in TENSORS})
     except (KeyError, TypeError) as err:
         raise TokenCacheError(f"{path}: token cache lacks {err}; delete it to re-encode") from None
 
@@ -284,16 +272,14 @@ def world_tokens(role, split, n, tokenizers: Tokenizers, *, seed=0, canvas=32, f
     (with a profile) cached atomically. ``variant`` ("TI2I" / "TV2V") gives the zero-shot
     manipulation ground truth instead of the plain samples."""
     _check_args(role, split, n, tokenizers, variant)
+    data = dict(seed=seed, canvas=canvas, frames=frames, variant=variant)
     if profile is None:
-        return build_world_tokens(role, split, n, tokenizers, seed=seed, canvas=canvas,
-                                  frames=frames, variant=variant, progress=progress)
-    key = tokens_key(role, split, n, tokenizers, seed=seed, canvas=canvas, frames=frames,
-                     variant=variant)
+        return build_world_tokens(role, split, n, tokenizers, progress=progress, **data)
+    key = tokens_key(role, split, n, tokenizers, **data)
     path = tokens_path(profile, key)
 
     def build():
-        wt = build_world_tokens(role, split, n, tokenizers, seed=seed, canvas=canvas,
-                                frames=frames, variant=variant, progress=progress)
+        wt = build_world_tokens(role, split, n, tokenizers, progress=progress, **data)
         save_world_tokens(path, wt)
         wt.path = path
         return wt

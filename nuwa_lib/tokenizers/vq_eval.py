@@ -7,7 +7,9 @@ import numpy as np
 import torch
 
 from ..data import splits
-from .vqgan import VQConfig, VQModel, encode, reconstruct
+from ..evaluation import metrics
+from ..evaluation.segmentation import fwiou, pixel_accuracy
+from .vqgan import VQConfig, VQModel, encode, reconstruct, sample_picture
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -22,11 +24,7 @@ def heldout_pictures(config: VQConfig, n: int, video_role=False, seed=None):
     out = []
     for i in range(n):
         s = splits.sample(role, "test", i, seed, config.canvas)
-        if video_role:
-            t = i % s.video.shape[0]
-            out.append(s.seg[t] if config.kind == "seg" else s.video[t])
-        else:
-            out.append(s.seg if config.kind == "seg" else s.image)
+        out.append(sample_picture(config, s, i % s.video.shape[0] if video_role else None))
     return np.stack(out)
 
 
@@ -49,25 +47,25 @@ def downsample(images, size) -> np.ndarray:
     return images.reshape(n, size, k, size, k, c).mean((2, 4)).round().astype(np.uint8)
 
 
-def evaluate_images(vq: VQModel, classifier, n: int, judge_canvas=32) -> dict:
-    """Table 4's columns for an image tokenizer on ``n`` held-out MSCOCO-role images:
-    SSIM of reconstructions at the tokenizer's resolution, FID (world features) of the
-    reconstructions against the originals (both pooled to the judge's canvas), and codebook
-    usage."""
-    from ..evaluation import metrics
+def _ssim_fid(pics, other, classifier, judge_canvas) -> dict:
+    """SSIM of ``other`` against ``pics`` at their resolution, FID (world features) with both
+    pooled to the judge's canvas."""
+    return {"SSIM": metrics.ssim(pics, other),
+            "FID": metrics.fid(downsample(other, judge_canvas), downsample(pics, judge_canvas),
+                               classifier)}
 
+
+def evaluate_images(vq: VQModel, classifier, n: int, judge_canvas=32) -> dict:
+    """Table 4's columns for an image tokenizer on ``n`` held-out MSCOCO-role images: SSIM
+    and FID of the reconstructions against the originals, and codebook usage."""
     pics = heldout_pictures(vq.config, n)
-    rec = reconstruct(vq, pics)
-    small = downsample(pics, judge_canvas), downsample(rec, judge_canvas)
-    return {"SSIM": metrics.ssim(pics, rec), "FID": metrics.fid(small[1], small[0], classifier),
+    return {**_ssim_fid(pics, reconstruct(vq, pics), classifier, judge_canvas),
             **codebook_usage(vq, pics)}
 
 
 def evaluate_sketches(vq: VQModel, n: int) -> list:
     """Table 4's lower part for a VQ-GAN-Seg: PA and FWIoU (in %) of reconstructed maps of
     ``n`` held-out COCO-Stuff-role sketches and ``n`` VSPW-role video frames."""
-    from ..evaluation.segmentation import fwiou, pixel_accuracy
-
     rows = []
     for data, video in (("COCO-Stuff role", False), ("VSPW role", True)):
         maps = heldout_pictures(vq.config, n, video_role=video)
@@ -80,10 +78,5 @@ def evaluate_sketches(vq: VQModel, n: int) -> list:
 def blur_reference(config: VQConfig, classifier, n: int, radius=1.0, judge_canvas=32) -> dict:
     """What a reconstruction that only blurs scores: the held-out pictures against themselves
     blurred by a Gaussian of ``radius`` px (the scale of the SSIM and FID columns)."""
-    from ..evaluation import metrics
-
     pics = heldout_pictures(config, n)
-    blurred = metrics.gaussian_blur(pics, radius)
-    return {"SSIM": metrics.ssim(pics, blurred),
-            "FID": metrics.fid(downsample(blurred, judge_canvas), downsample(pics, judge_canvas),
-                               classifier)}
+    return _ssim_fid(pics, metrics.gaussian_blur(pics, radius), classifier, judge_canvas)

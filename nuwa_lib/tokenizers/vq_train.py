@@ -1,5 +1,7 @@
 """Training the visual tokenizers (Eqs. 3-5) and their cache: :func:`get_tokenizer`,
-:func:`get_tokenizers` (several at once in worker processes).
+:func:`get_tokenizers` (several at once in worker processes). Cached as
+``artifacts/<profile>/vqgan/<name>-<hash>.pt``; an interrupted run resumes from
+``<name>-<hash>.partial.pt`` to the same weights as an uninterrupted one.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from ..data import world
+from ..evaluation import judge_nets, judges as J
 from ..utils import checkpoint, progress as P
 from ..utils.cache import artifact_path, fetch, profile_of
 from ..utils.pool import map_in_processes
@@ -78,13 +81,10 @@ class Trainer:
                 group["lr"] = self._lr(step)
         self.model.train()
         out, idx, commit, counts = self.model(x, gen)
-        log = {"step": step}
-        if c.kind == "seg":
-            rec = F.cross_entropy(out, torch.as_tensor(raw).long())
-        else:
-            rec = F.mse_loss(out, x)
+        rec = (F.cross_entropy(out, torch.as_tensor(raw).long()) if c.kind == "seg"
+               else F.mse_loss(out, x))
         loss = rec + c.beta * commit
-        log.update(rec=rec.item(), commit=commit.item())
+        log = {"step": step, "rec": rec.item(), "commit": commit.item()}
         if c.kind == "vqgan":
             perc = perceptual_loss(self.features, out, x)
             loss = loss + c.perceptual_weight * perc
@@ -153,7 +153,7 @@ class Trainer:
 
 
 def _payload(config, hash_, fmt, **rest):
-    return {"format": fmt, "version": VQ_VERSION, "hash": hash_, "config": asdict(config), **rest}
+    return {"format": fmt, **_expect(config, hash_), **rest}
 
 
 def _expect(config, hash_):
@@ -213,21 +213,15 @@ def train_tokenizer(config: VQConfig, classifier=None, *, state_path=None, check
     return tr, tr.step >= config.steps
 
 
-def tokenizer_path(profile, name, hash_) -> Path:
-    return artifact_path(profile, "vqgan", name, hash_)
-
-
 def _identity(cfg, name, profile):
     """(config, hash, cache path, judges config) of the profile's tokenizer ``name``; a
     VQ-GAN's hash covers its perceptual judge."""
-    from ..evaluation import judge_nets
-
     configs = configs_from_profile(cfg)
     world._check("tokenizer", name, tuple(configs))
     config, jcfg = configs[name], judge_nets.JudgesConfig.from_profile(cfg)
     judge_hash = judge_nets.config_hash("classifier", jcfg) if config.kind == "vqgan" else None
     hash_ = config_hash(config, judge_hash)
-    return config, hash_, tokenizer_path(profile, name, hash_), jcfg
+    return config, hash_, artifact_path(profile, "vqgan", name, hash_), jcfg
 
 
 def get_tokenizer(cfg: Mapping[str, Any], name: str, *, classifier=None, profile=None,
@@ -237,8 +231,6 @@ def get_tokenizer(cfg: Mapping[str, Any], name: str, *, classifier=None, profile
     (resuming a partial run when one is there) and cached. A VQ-GAN needs the world
     classifier (from ``judges``, or fetched through ``judges.get_judges``). Returns
     (VQModel, info) with info holding the training history."""
-    from ..evaluation import judges as J
-
     profile = profile_of(cfg, profile)
     config, hash_, path, jcfg = _identity(cfg, name, profile)
 
@@ -280,8 +272,6 @@ def get_tokenizers(cfg: Mapping[str, Any], names=None, *, profile=None, judges=N
     tokenizers are trained first, ``workers`` at a time in separate processes (default:
     the profile's ``vqgan.workers``); each run is the same as alone (training is a function
     of its config), only the wall time changes. Then all are loaded from the cache."""
-    from ..evaluation import judges as J
-
     profile = profile or cfg.get("name")
     configs = configs_from_profile(cfg)
     names = list(configs) if names is None else list(names)
@@ -291,14 +281,10 @@ def get_tokenizers(cfg: Mapping[str, Any], names=None, *, profile=None, judges=N
     if any(configs[n].kind == "vqgan" for n in names):   # the judge first, once, in this process
         judges = judges or J.get_judges(cfg, names=("classifier",), profile=profile,
                                         progress=progress)
-    missing = [n for n in names if not _cached(cfg, n, profile)]
+    missing = [n for n in names if not _identity(cfg, n, profile)[2].exists()]
     if workers > 1 and len(missing) > 1:
         # largest first, so the long runs start early: pixels x steps
         missing.sort(key=lambda n: -configs[n].canvas ** 2 * configs[n].steps)
         map_in_processes(_train_in_worker, [(dict(cfg), n, profile) for n in missing], workers)
     return {n: get_tokenizer(cfg, n, profile=profile, judges=judges, progress=progress)
             for n in names}
-
-
-def _cached(cfg, name, profile) -> bool:
-    return _identity(cfg, name, profile)[2].exists()

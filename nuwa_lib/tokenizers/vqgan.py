@@ -24,11 +24,8 @@ G draws the image back from B[z] (Eq. 2).
 Videos are encoded frame by frame with the same 2D model (Sec. 3.1): :func:`encode` turns
 images (N, H, W, 3), videos (N, T, H, W, 3), sketches (N, H, W) or sketch videos
 (N, T, H, W) into token grids (N, s, h, w) (the paper's h x w x s, time-major here, s = 1
-for images), and :func:`decode` turns tokens back into pixels or class maps.
-
-Trained tokenizers are cached in ``artifacts/<profile>/vqgan/<name>-<hash>.pt``; training
-writes its full state every ``checkpoint_every`` steps to ``<name>-<hash>.partial.pt`` and
-a restarted run continues from there to the same weights as an uninterrupted one.
+for images), and :func:`decode` turns tokens back into pixels or class maps. Training and
+the cache (``artifacts/<profile>/vqgan/``) are :mod:`~nuwa_lib.tokenizers.vq_train`.
 """
 from __future__ import annotations
 
@@ -242,17 +239,21 @@ def training_batch(config: VQConfig, step: int):
     rng = np.random.default_rng([config.seed, VQ_STREAM, step])
     roles = SEG_ROLES if config.kind == "seg" else IMAGE_ROLES
     pics = []
-    for i in range(config.batch_size):
+    for _ in range(config.batch_size):
         index = int(rng.integers(config.train_size))
-        if rng.random() < config.frame_fraction:
-            s = splits.sample(roles[1], "train", index, config.seed, config.canvas)
-            t = int(rng.integers(s.video.shape[0]))
-            pics.append(s.seg[t] if config.kind == "seg" else s.video[t])
-        else:
-            s = splits.sample(roles[0], "train", index, config.seed, config.canvas)
-            pics.append(s.seg if config.kind == "seg" else s.image)
+        frame = rng.random() < config.frame_fraction       # else a still of the image role
+        s = splits.sample(roles[frame], "train", index, config.seed, config.canvas)
+        t = int(rng.integers(s.video.shape[0])) if frame else None
+        pics.append(sample_picture(config, s, t))
     raw = np.stack(pics)
     return to_input(raw, config), raw
+
+
+def sample_picture(config: VQConfig, sample, t=None):
+    """A sample's image (its seg map for ``seg``), or frame ``t`` of its video (seg maps)."""
+    if t is None:
+        return sample.seg if config.kind == "seg" else sample.image
+    return (sample.seg if config.kind == "seg" else sample.video)[t]
 
 
 def to_input(pics, config: VQConfig) -> torch.Tensor:
@@ -332,6 +333,4 @@ def decode(vq: VQModel, tokens, batch_size=256) -> np.ndarray:
 
 def reconstruct(vq: VQModel, x) -> np.ndarray:
     """encode -> decode, in the input's layout."""
-    frames, s = _frames_of(vq, x)
-    out = decode(vq, encode(vq, frames))[:, 0]
-    return out if np.asarray(x).ndim == frames.ndim else out.reshape(np.asarray(x).shape[:2] + out.shape[1:])
+    return decode(vq, encode(vq, x)).reshape(np.shape(x))

@@ -1,4 +1,4 @@
-"""The command line: ``python -m nuwa_lib.training.cliing.cli`` trains a profile's model (world or
+"""The command line: ``python -m nuwa_lib.training.cli`` trains a profile's model (world or
 real data, one process or ``torchrun``).
 """
 from __future__ import annotations
@@ -37,13 +37,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   "artifacts cache")
     ap.add_argument("--stop-after", type=int, help="stop at this step (the state is saved)")
     ap.add_argument("--untrained-tokenizers", action="store_true",
-                    help="freshly initialised VQ models instead of the trained ones (timing, tests)")
+                    help="freshly initialised VQ models instead of the trained ones "
+                         "(timing, tests)")
     ap.add_argument("--save-replicas", action="store_true",
                     help="every process writes its weights to OUT/replica-<rank>.pt (DDP checks)")
     ap.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     ap.add_argument("--real-data", action="store_true",
-                    help="train on the datasets of the profile's data: section (nuwa_lib.data.readers; "
-                         "roots from NUWA_DATA_<NAME> or --override) instead of the world")
+                    help="train on the datasets of the profile's data: section "
+                         "(nuwa_lib.data.readers; roots from NUWA_DATA_<NAME> or --override) "
+                         "instead of the world")
     ap.add_argument("--override", metavar="FILE.yaml",
                     help="a YAML file merged over the profile (dataset roots, any size or step)")
     ap.add_argument("--no-progress", action="store_true")
@@ -57,10 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from ..data.catalog import apply_override
 
             cfg = apply_override(cfg, args.override)
-        over = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size),
-                                  ("data_size", args.data_size),
-                                  ("checkpoint_every", args.checkpoint_every),
-                                  ("threads", args.threads)) if v is not None}
+        over = {k: getattr(args, k) for k in ("steps", "batch_size", "data_size",
+                                              "checkpoint_every", "threads")
+                if getattr(args, k) is not None}
         tasks = [t for t in args.tasks.split(",") if t]
         dist = init_distributed(args.device)
         progress = not args.no_progress
@@ -75,15 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 untrained=args.untrained_tokenizers, max_samples=args.data_size,
                 progress=progress and dist.main)
         else:
-            if dist.main:
-                tokenizers = profile_tokenizers(
-                    cfg, untrained=args.untrained_tokenizers, progress=progress,
-                    sketch=any(T.get_task(t).reads_sketch for t in T.task_names(tasks)))
-            dist.barrier()
-            if not dist.main:   # rank 0 has built and cached what the others now read
-                tokenizers = profile_tokenizers(
-                    cfg, untrained=args.untrained_tokenizers, progress=False,
-                    sketch=any(T.get_task(t).reads_sketch for t in T.task_names(tasks)))
+            sketch = any(T.get_task(t).reads_sketch for t in T.task_names(tasks))
+            tokenizers = dist.main_first(lambda main: profile_tokenizers(
+                cfg, untrained=args.untrained_tokenizers, progress=progress and main,
+                sketch=sketch))
         p = plan(cfg, tasks, train_overrides=over, tokenizers=tokenizers, progress=progress,
                  data_key=data_key)
         if args.out:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 
@@ -23,6 +24,13 @@ class Dist:
     def barrier(self):
         if self.world_size > 1:
             torch.distributed.barrier()
+
+    def main_first(self, build: Callable[[bool], Any]):
+        """``build(True)`` on rank 0, then, after a barrier, ``build(False)`` on the others
+        (which read what rank 0 has cached)."""
+        out = build(True) if self.main else None
+        self.barrier()
+        return out if self.main else build(False)
 
 
 def init_distributed(device: str | None = None) -> Dist:

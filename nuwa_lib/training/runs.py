@@ -27,15 +27,10 @@ of an uninterrupted run. A checkpoint of another config, or a corrupt one, raise
 **Scale-out.** Under ``torchrun`` each of the W ranks takes a disjoint slice of the step's
 global batch (batch_size / W samples) and DistributedDataParallel averages the gradients
 (gloo on CPU, nccl on CUDA), so W processes follow the single-process run on the same global
-batch. ``python -m nuwa_lib.training.cli --profile P --steps N --out DIR`` is the entry point;
-with ``--real-data`` it trains on the datasets of the profile's ``data:`` section instead of
-the world (:func:`nuwa_lib.training.task_data.prepare`), and ``--override FILE.yaml`` merges a file over
-the profile (dataset roots, sizes).
+batch. The command line is :mod:`nuwa_lib.training.cli` (world or ``--real-data``).
 
-**Cache.** :func:`get_pretrained` returns the model trained on the profile's world for a
-task list, loaded from ``artifacts/<profile>/nuwa/<tasks>-<hash>.pt`` when present, otherwise
-trained (resuming a ``.partial.pt`` state when one is there) and cached; the hash covers the
-model and training configs, the tasks and roles, the world and the tokenizers' contents.
+**Cache.** :func:`get_pretrained` caches each run under ``artifacts/<profile>/nuwa/`` by a hash
+of the model and training configs, the tasks and roles, the world and the tokenizers' contents.
 """
 from __future__ import annotations
 
@@ -65,11 +60,6 @@ from .trainer import Trainer
 
 
 # --------------------------------------------------------------------------- runs
-def _state_payload(run: Mapping, hash_: str, state: Mapping) -> dict:
-    return {"format": STATE_FORMAT, "version": TRAIN_VERSION, **run, "hash": hash_,
-            "state": state}
-
-
 def _expect(run: Mapping | None, hash_: str | None) -> dict:
     """The entries a file must match: the run's parts one by one (so a mismatch names the
     setting, e.g. ``train: steps: file 6 != wanted 7``), then the hash."""
@@ -102,7 +92,8 @@ def train(model_config: NuwaConfig, config: TrainConfig, data: Mapping[str, Task
         if state_path is None or not t.dist.main:
             return
         if t.step % config.checkpoint_every == 0 or t.step in (stop_after, config.steps):
-            checkpoint.save(state_path, _state_payload(run, hash_, t.state()))
+            checkpoint.save(state_path, {"format": STATE_FORMAT, "version": TRAIN_VERSION,
+                                         **run, "hash": hash_, "state": t.state()})
 
     tr.run(until=stop_after, progress=progress, on_step=save_state)
     return tr, tr.step >= config.steps
@@ -126,7 +117,8 @@ def load_model(path, run: Mapping | None = None, hash_: str | None = None):
     try:
         config = config_from_dict(payload["model"])
     except (KeyError, TypeError, ValueError) as err:
-        raise TrainCheckpointError(f"{path}: its model config cannot be read back ({err})") from None
+        raise TrainCheckpointError(f"{path}: its model config cannot be read back "
+                                   f"({err})") from None
     model = checkpoint.load_state(path, Nuwa(config), payload["state_dict"], "model",
                                   TrainCheckpointError)
     return model.eval(), payload
@@ -203,16 +195,16 @@ def plan(cfg: Mapping[str, Any], tasks=T.PRETRAIN_TASKS, *, profile: str | None 
          train_overrides: Mapping | None = None, init=None, tokenizers: Tokenizers | None = None,
          progress=True, data_key: Mapping | None = None) -> Plan:
     """Resolve a run: configs, roles, tokenizers (the profile's unless given) and the hash.
-    ``data_key`` (from :func:`nuwa_lib.training.task_data.prepare`) marks a run on real data: it goes
-    into the hash, and its ``frames`` replace the world's in the tokenizer check."""
+    ``data_key`` (from :func:`~nuwa_lib.training.task_data.prepare`) marks a run on real data:
+    it goes into the hash, and its ``frames`` replace the world's in the tokenizer check."""
     profile = profile_of(cfg, profile)
     tasks = T.task_names(tasks)
     roles = roles_for(tasks, roles)
     mcfg = NuwaConfig.from_profile(cfg, **dict(model_overrides or {}))
     tcfg = TrainConfig.from_profile(cfg, **dict(train_overrides or {}))
+    sketch = any(T.get_task(t).reads_sketch for t in tasks)
     if tokenizers is None:
-        tokenizers = profile_tokenizers(cfg, profile=profile, progress=progress,
-                                        sketch=any(T.get_task(t).reads_sketch for t in tasks))
+        tokenizers = profile_tokenizers(cfg, profile=profile, progress=progress, sketch=sketch)
     ws = world_settings(cfg)
     check_tokenizers(mcfg, tokenizers, int(data_key["frames"]) if data_key else ws["frames"])
     init_state, init_hash = None, None
@@ -224,7 +216,7 @@ def plan(cfg: Mapping[str, Any], tasks=T.PRETRAIN_TASKS, *, profile: str | None 
                              "holds the run's hash)")
     hashes = tokenizers.hashes()
     used = {"text": hashes["text"], "visual": hashes["visual"],
-            "sketch": hashes["sketch"] if any(T.get_task(t).reads_sketch for t in tasks) else None}
+            "sketch": hashes["sketch"] if sketch else None}
     run = checkpoint.canonical({
         "version": TRAIN_VERSION, "model": asdict(mcfg), "train": tcfg.key(), "tasks": list(tasks),
         "roles": roles, "world": ws, "tokenizers": used, "init": init_hash,
@@ -240,13 +232,9 @@ def fit(p: Plan, *, state_path, model_path, stop_after=None, progress=True,
     Returns (trainer, info, finished)."""
     dist = dist or Dist()
     if data is None:
-        if dist.main:
-            data = build_data(p.tasks, p.roles, p.tokenizers, p.config.data_size,
-                              profile=p.profile, progress=progress, **p.run["world"])
-        dist.barrier()
-        if not dist.main:
-            data = build_data(p.tasks, p.roles, p.tokenizers, p.config.data_size,
-                              profile=p.profile, progress=False, **p.run["world"])
+        data = dist.main_first(lambda main: build_data(
+            p.tasks, p.roles, p.tokenizers, p.config.data_size, profile=p.profile,
+            progress=progress if main else False, **p.run["world"]))
     tr, finished = train(p.model_config, p.config, data, state_path=state_path, run=p.run,
                          hash_=p.hash, init_state=p.init_state, stop_after=stop_after,
                          progress=progress, dist=dist)

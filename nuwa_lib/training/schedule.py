@@ -96,10 +96,6 @@ class TrainConfig:
                              f"(world.split_sizes.train={train_size})")
         return config
 
-    def weight(self, task: str) -> float:
-        """A task's sampling weight (1 when the profile does not name it)."""
-        return self.weights.get(T.get_task(task).name, 1.0)
-
     def key(self) -> dict:
         """What the results depend on (the config without speed-only settings)."""
         return {k: v for k, v in asdict(self).items() if k not in SPEED_ONLY}
@@ -113,12 +109,8 @@ class Schedule:
     def __init__(self, steps: int, warmup: float, decay: str):
         self.steps, self.warmup, self.decay = int(steps), float(warmup), str(decay)
 
-    @property
-    def warmup_steps(self) -> int:
-        return max(1, round(self.warmup * self.steps))
-
     def __call__(self, step: int) -> float:
-        warm = self.warmup_steps
+        warm = max(1, round(self.warmup * self.steps))
         if step < warm:
             return (step + 1) / warm
         rest = max(1, self.steps - warm)

@@ -25,12 +25,6 @@ from ..tokenizers.token_sets import Tokenizers, WorldTokens, world_tokens
 
 
 # --------------------------------------------------------------------------- task view
-def tokens_kind(wt) -> str:
-    """"image" or "video": a real dataset's tokens say (``RealTokens.kind``), a world role's
-    come from its row in :data:`nuwa_lib.data.splits.ROLES`."""
-    return getattr(wt, "kind", None) or splits.ROLES[wt.role].kind
-
-
 @dataclass
 class Batch:
     """One batch of a task: the encoder's condition, the target tokens (B, s, h, w) int64,
@@ -47,10 +41,6 @@ class Batch:
     def to(self, device) -> "Batch":
         return Batch(self.task, self.cond.to(device), self.target.to(device),
                      self.prime.to(device), self.given.to(device), self.indices)
-
-    @property
-    def size(self) -> int:
-        return self.target.shape[0]
 
 
 def trim_text(ids: torch.Tensor, keep: torch.Tensor):
@@ -73,7 +63,7 @@ class TaskData(torch.utils.data.Dataset):
     def __post_init__(self):
         self.task = T.get_task(self.task)
         t, wt = self.task, self.tokens
-        kind = tokens_kind(wt)
+        kind = getattr(wt, "kind", None) or splits.ROLES[wt.role].kind   # RealTokens.kind
         if (kind == "video") != t.video:
             raise ValueError(f"task {t.name} has {t.target} targets; role {wt.role!r} holds "
                              f"{kind}s")
@@ -121,9 +111,8 @@ class TaskData(torch.utils.data.Dataset):
         else:
             cond = Condition.from_text(*trim_text(wt.text_ids[idx].long(), wt.text_keep[idx]))
         given = wt.given[idx].long() if wt.given is not None else target
-        rows = wt.edit_rows[idx].long() if t.prime == "rows above the edit" else None
-        if rows is not None:
-            prime = T.prime_mask(t, target.shape[1:], rows=rows)
+        if t.prime == "rows above the edit":
+            prime = T.prime_mask(t, target.shape[1:], rows=wt.edit_rows[idx].long())
         else:
             prime = T.prime_mask(t, target.shape[1:], frames=self.frames)
             prime = prime.expand(len(idx), *prime.shape)
@@ -135,9 +124,8 @@ def task_data(task, role: str | None = None, split: str = "train", n: int = 256,
               profile: str | None = None, progress=True) -> TaskData:
     """Task ``task`` on ``n`` samples of ``role``'s ``split`` (default role: the task's row in
     the table), tokens through :func:`world_tokens` (cached with a profile). ``role`` may
-    also be a real dataset's reader (:mod:`nuwa_lib.data.readers`): then its first ``n`` samples
-    (``split`` and the world settings do not apply), through
-    :func:`~nuwa_lib.training.task_data.real_task_data`."""
+    also be a real dataset's reader (:mod:`nuwa_lib.data.readers`): then :func:`real_task_data`
+    on its first ``n`` samples (``split`` and the world settings do not apply)."""
     task = T.get_task(task)
     if isinstance(role, Reader):       # a real dataset
         return real_task_data(task, role, tokenizers, n=n, profile=profile, progress=progress)
@@ -168,8 +156,7 @@ def captions_of(role: str, split: str, indices, *, seed=0, canvas=32, frames=8) 
 def real_task_data(task, reader: Reader, tokenizers: Tokenizers, *, n: int | None = None,
                    profile: str | None = None, progress=True, tokens: RealTokens | None = None
                    ) -> TaskData:
-    """Task ``task`` on a real dataset: :func:`real_tokens` viewed through
-    :class:`~nuwa_lib.training.task_data.TaskData` (batches for the model, prime masks)."""
+    """Task ``task`` on a real dataset: :func:`real_tokens` viewed as a :class:`TaskData`."""
     t = T.get_task(task)
     if t.counterfactual:
         raise ValueError(f"task {t.name} is evaluated zero-shot against counterfactual ground "
