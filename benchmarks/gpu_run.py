@@ -163,7 +163,8 @@ def _inputs(run: Run, case: dict, b: int, h: int, dtype, seed: int = 0):
     return [x.requires_grad_() for x in xs[:3]], xs[3]
 
 
-def check_method(run: Run, fn, leaves, do, dtype_name: str, reference_mask) -> dict:
+def check_method(run: Run, fn, leaves, do, dtype_name: str, reference_mask,
+                 backward: bool = True) -> dict:
     """Output and q/k/v gradients of the call that is timed (the same inputs, so the same
     compiled kernels), on its first (batch, head) slice, against the dense fp32 reference
     (errors relative to the reference's largest magnitude)."""
@@ -172,7 +173,7 @@ def check_method(run: Run, fn, leaves, do, dtype_name: str, reference_mask) -> d
     ref_leaves = [x.detach()[:1, :1].float().requires_grad_() for x in leaves]
     ref = reference_attention(*ref_leaves, reference_mask)
     ref_grads = torch.autograd.grad(ref, ref_leaves, do[:1, :1].float())
-    if _has_backward(run, fn):
+    if backward:
         out = fn(*leaves)
         grads = [g[:1, :1] for g in torch.autograd.grad(out, leaves, do)]
     else:
@@ -189,16 +190,6 @@ def check_method(run: Run, fn, leaves, do, dtype_name: str, reference_mask) -> d
     else:
         result["grads"] = "not checked: no backward for this method on the CPU"
     return result
-
-
-def _has_backward(run: Run, fn) -> bool:
-    return not (run.dry and getattr(fn, "forward_only_on_cpu", False))
-
-
-def _mark_flex(run: Run, fns: dict) -> dict:
-    if run.dry:
-        fns["flex"].forward_only_on_cpu = True
-    return fns
 
 
 # ------------------------------------------------------------------------------ parts
@@ -243,7 +234,7 @@ def part_pytest(run: Run, entry: dict):
                            "tail": tail.decode() if isinstance(tail, bytes) else tail}
 
 
-def _time_method(run: Run, fn, leaves, do) -> dict:
+def _time_method(run: Run, fn, leaves, do, backward: bool = True) -> dict:
     torch = run.torch
 
     def fwd():
@@ -251,7 +242,7 @@ def _time_method(run: Run, fn, leaves, do) -> dict:
             fn(*leaves)
 
     timing = {"fwd_ms": run.time_ms(fwd)}
-    if _has_backward(run, fn):
+    if backward:
         out = fn(*leaves)
         timing["bwd_ms"] = run.time_ms(
             lambda: torch.autograd.grad(out, leaves, do, retain_graph=True))
@@ -284,15 +275,16 @@ def part_benchmark(run: Run, entry: dict):
              "full_causal": full_mask(shape, kv, True, device=run.device)}
     leaves, do = _inputs(run, case, case["B"], case["H"], getattr(run.torch, case["dtype"]))
     results = entry.setdefault("methods", {})
-    for name, fn in _mark_flex(run, methods(run, case)).items():
+    for name, fn in methods(run, case).items():
+        backward = not (run.dry and name == "flex")  # no FlexAttention backward on a CPU
         ref = masks["full_causal" if name == "flash_sdpa_full_causal" else "nearby"]
         res = results.setdefault(name, {})
         try:
-            res["check"] = check_method(run, fn, leaves, do, case["dtype"], ref)
+            res["check"] = check_method(run, fn, leaves, do, case["dtype"], ref, backward)
             if not res["check"]["ok"]:
                 res["status"] = "not timed: failed the check against the fp32 reference"
                 continue
-            res.update(_time_method(run, fn, leaves, do))
+            res.update(_time_method(run, fn, leaves, do, backward))
             res["useful_tflops"] = _useful_tflops(case, pairs, res)
             res["status"] = "ok"
         except Exception as err:  # noqa: BLE001 - e.g. out of memory for the dense mask

@@ -27,7 +27,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from .masks import count_pairs, resolve_extent
+from .masks import check_causal, check_extent, check_shape, count_pairs, resolve_extent
 
 __all__ = ["flex_nearby_attention", "flex_block_counts", "flex_block_mask"]
 
@@ -131,7 +131,6 @@ def flex_block_mask(q_shape, kv_shape, extent, causal: bool = False, n_global: i
                     device="cpu", block_size: int = 128):
     """The (cached) FlexAttention ``BlockMask`` of 3DNA on these grids, B = H = 1
     (broadcast over batch and heads). Keys: ``n_global`` global keys, then the key grid."""
-    from .masks import check_causal, check_extent, check_shape
     q_shape, kv_shape = check_shape("q_shape", q_shape), check_shape("kv_shape", kv_shape)
     check_causal(causal, q_shape, kv_shape)
     extent = resolve_extent(check_extent(extent), kv_shape)
