@@ -114,8 +114,10 @@ def test_readme_opens_with_the_two_commands():
 
 
 @pytest.mark.parametrize("nb", notebook_order())
-def test_notebook_sources_are_committed_without_outputs(nb):
+def test_notebook_sources_have_cell_ids_and_no_outputs(nb):
     cells = json.loads((ROOT / "notebooks" / f"{nb}.ipynb").read_text())["cells"]
+    ids = [c.get("id") for c in cells]     # nbformat 4.5: every cell has a unique id
+    assert None not in ids and len(set(ids)) == len(ids)
     code = [c for c in cells if c["cell_type"] == "code"]
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in code)
     tagged = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]

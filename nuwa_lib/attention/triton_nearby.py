@@ -69,6 +69,34 @@ def _rows(X, base, idx, stride, offs_d, ok, d_ok):
 
 
 @triton.jit
+def _kv_rows(K, V, k_base, v_base, idx, skn, svn, offs_d, ok, d_ok):
+    """Rows ``idx`` of K and of V."""
+    return (_rows(K, k_base, idx, skn, offs_d, ok, d_ok),
+            _rows(V, v_base, idx, svn, offs_d, ok, d_ok))
+
+
+@triton.jit
+def _lanes(NH, D, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """This program's (batch x head) row bh and its (b, h); the lane offsets of a query
+    block, a key block and a head, and which head lanes are real dims."""
+    bh = tl.program_id(1).to(tl.int64)
+    offs_d = tl.arange(0, BLOCK_D)
+    return bh, bh // NH, bh % NH, tl.arange(0, BLOCK_M), tl.arange(0, BLOCK_N), offs_d, offs_d < D
+
+
+@triton.jit
+def _block_visible(FULL, blk, qi, ki, both_ok, S, H, W, S2, H2, W2, ES, EH, EW,
+                   CAUSAL: tl.constexpr):
+    """Which pairs of planned block ``blk`` are visible: Eq. (7) per element, or every used
+    lane (``both_ok``) where the plan marks the block full."""
+    if tl.load(FULL + blk) == 0:
+        vis = _visible(qi, ki, S, H, W, S2, H2, W2, ES, EH, EW, CAUSAL)
+    else:
+        vis = both_ok
+    return vis
+
+
+@triton.jit
 def _softmax_step(acc, m_i, l_i, qk, v, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     """One online-softmax step (base 2) over a block of scores, Eq. (11)."""
     m_new = tl.maximum(m_i, tl.max(qk, 1))
@@ -89,12 +117,7 @@ def _nearby_fwd_kernel(
         CAUSAL: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     pid = tl.program_id(0)
-    bh = tl.program_id(1).to(tl.int64)
-    b, h = bh // NH, bh % NH
-    offs_m = tl.arange(0, BLOCK_M)
-    offs_n = tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, BLOCK_D)
-    d_ok = offs_d < D
+    bh, b, h, offs_m, offs_n, offs_d, d_ok = _lanes(NH, D, BLOCK_M, BLOCK_N, BLOCK_D)
     q_idx = tl.load(TILES + pid * BLOCK_M + offs_m)
     q_ok = q_idx >= 0
     q = _rows(Q, b * sqb + h * sqh, q_idx, sqn, offs_d, q_ok, d_ok)
@@ -106,8 +129,7 @@ def _nearby_fwd_kernel(
     for g0 in range(0, G, BLOCK_N):
         g_idx = g0 + offs_n
         g_ok = g_idx < G
-        k = _rows(KG, bh * G * D, g_idx, D, offs_d, g_ok, d_ok)
-        v = _rows(VG, bh * G * D, g_idx, D, offs_d, g_ok, d_ok)
+        k, v = _kv_rows(KG, VG, bh * G * D, bh * G * D, g_idx, D, D, offs_d, g_ok, d_ok)
         qk = tl.where(g_ok[None, :], _mm(q, tl.trans(k), PRECISION, UPCAST) * qk_scale,
                       float("-inf"))
         acc, m_i, l_i = _softmax_step(acc, m_i, l_i, qk, v, PRECISION, UPCAST)
@@ -116,8 +138,8 @@ def _nearby_fwd_kernel(
     for blk in range(tl.load(STARTS + pid), tl.load(STARTS + pid + 1)):
         k_idx = tl.load(BLOCKS + blk * BLOCK_N + offs_n)
         k_ok = k_idx >= 0
-        k = _rows(K, b * skb + h * skh, k_idx, skn, offs_d, k_ok, d_ok)
-        v = _rows(V, b * svb + h * svh, k_idx, svn, offs_d, k_ok, d_ok)
+        k, v = _kv_rows(K, V, b * skb + h * skh, b * svb + h * svh, k_idx, skn, svn, offs_d, k_ok,
+                        d_ok)
         qk = _mm(q, tl.trans(k), PRECISION, UPCAST) * qk_scale
         if tl.load(FULL + blk) == 0:
             vis = _visible(q_idx[:, None], k_idx[None, :], S, H, W, S2, H2, W2, ES, EH, EW,
@@ -161,12 +183,7 @@ def _nearby_bwd_dq_kernel(
         CAUSAL: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     pid = tl.program_id(0)
-    bh = tl.program_id(1).to(tl.int64)
-    b, h = bh // NH, bh % NH
-    offs_m = tl.arange(0, BLOCK_M)
-    offs_n = tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, BLOCK_D)
-    d_ok = offs_d < D
+    bh, b, h, offs_m, offs_n, offs_d, d_ok = _lanes(NH, D, BLOCK_M, BLOCK_N, BLOCK_D)
     q_idx = tl.load(TILES + pid * BLOCK_M + offs_m)
     q_ok = q_idx >= 0
     q, do, lse, delta = _query_side(Q, DO, LSE, DELTA, b * sqb + h * sqh, b * sdb + h * sdh,
@@ -176,21 +193,17 @@ def _nearby_bwd_dq_kernel(
     for g0 in range(0, G, BLOCK_N):
         g_idx = g0 + offs_n
         g_ok = g_idx < G
-        k = _rows(KG, bh * G * D, g_idx, D, offs_d, g_ok, d_ok)
-        v = _rows(VG, bh * G * D, g_idx, D, offs_d, g_ok, d_ok)
+        k, v = _kv_rows(KG, VG, bh * G * D, bh * G * D, g_idx, D, D, offs_d, g_ok, d_ok)
         dq = _dq_step(dq, q, do, lse, delta, k, v, q_ok[:, None] & g_ok[None, :], qk_scale,
                       PRECISION, UPCAST)
 
     for blk in range(tl.load(STARTS + pid), tl.load(STARTS + pid + 1)):
         k_idx = tl.load(BLOCKS + blk * BLOCK_N + offs_n)
         k_ok = k_idx >= 0
-        k = _rows(K, b * skb + h * skh, k_idx, skn, offs_d, k_ok, d_ok)
-        v = _rows(V, b * svb + h * svh, k_idx, svn, offs_d, k_ok, d_ok)
-        if tl.load(FULL + blk) == 0:
-            vis = _visible(q_idx[:, None], k_idx[None, :], S, H, W, S2, H2, W2, ES, EH, EW,
-                           CAUSAL)
-        else:
-            vis = q_ok[:, None] & k_ok[None, :]
+        k, v = _kv_rows(K, V, b * skb + h * skh, b * svb + h * svh, k_idx, skn, svn, offs_d, k_ok,
+                        d_ok)
+        vis = _block_visible(FULL, blk, q_idx[:, None], k_idx[None, :],
+                             q_ok[:, None] & k_ok[None, :], S, H, W, S2, H2, W2, ES, EH, EW, CAUSAL)
         dq = _dq_step(dq, q, do, lse, delta, k, v, vis, qk_scale, PRECISION, UPCAST)
 
     dq_ptr = DQ + bh * NQ * D + q_idx[:, None].to(tl.int64) * D + offs_d[None, :]
@@ -218,17 +231,11 @@ def _nearby_bwd_dkdv_kernel(
         CAUSAL: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     pid = tl.program_id(0)
-    bh = tl.program_id(1).to(tl.int64)
-    b, h = bh // NH, bh % NH
-    offs_m = tl.arange(0, BLOCK_M)
-    offs_n = tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, BLOCK_D)
-    d_ok = offs_d < D
+    bh, b, h, offs_m, offs_n, offs_d, d_ok = _lanes(NH, D, BLOCK_M, BLOCK_N, BLOCK_D)
     # This program's key tile; its blocks are the queries whose windows reach it.
     k_idx = tl.load(TILES + pid * BLOCK_N + offs_n)
     k_ok = k_idx >= 0
-    k = _rows(K, b * skb + h * skh, k_idx, skn, offs_d, k_ok, d_ok)
-    v = _rows(V, b * svb + h * svh, k_idx, svn, offs_d, k_ok, d_ok)
+    k, v = _kv_rows(K, V, b * skb + h * skh, b * svb + h * svh, k_idx, skn, svn, offs_d, k_ok, d_ok)
     dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     for blk in range(tl.load(STARTS + pid), tl.load(STARTS + pid + 1)):
@@ -236,11 +243,8 @@ def _nearby_bwd_dkdv_kernel(
         q_ok = q_idx >= 0
         q, do, lse, delta = _query_side(Q, DO, LSE, DELTA, b * sqb + h * sqh, b * sdb + h * sdh,
                                          bh, NQ, q_idx, q_ok, sqn, sdn, offs_d, d_ok)
-        if tl.load(FULL + blk) == 0:
-            vis = _visible(q_idx[None, :], k_idx[:, None], S, H, W, S2, H2, W2, ES, EH, EW,
-                           CAUSAL)
-        else:
-            vis = k_ok[:, None] & q_ok[None, :]
+        vis = _block_visible(FULL, blk, q_idx[None, :], k_idx[:, None],
+                             k_ok[:, None] & q_ok[None, :], S, H, W, S2, H2, W2, ES, EH, EW, CAUSAL)
         dk, dv = _dkdv_step(dk, dv, k, v, q, do, lse, delta, vis, qk_scale, PRECISION, UPCAST)
 
     ptr = bh * NK * D + k_idx[:, None].to(tl.int64) * D + offs_d[None, :]
@@ -256,16 +260,10 @@ def _global_bwd_dkdv_kernel(
         PRECISION: tl.constexpr, UPCAST: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     """dk, dv of the global keys: every query sees them."""
-    pid = tl.program_id(0)
-    bh = tl.program_id(1).to(tl.int64)
-    b, h = bh // NH, bh % NH
-    offs_m = tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
-    d_ok = offs_d < D
-    g_idx = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+    bh, b, h, offs_m, offs_n, offs_d, d_ok = _lanes(NH, D, BLOCK_M, BLOCK_N, BLOCK_D)
+    g_idx = tl.program_id(0) * BLOCK_N + offs_n
     g_ok = g_idx < G
-    k = _rows(KG, bh * G * D, g_idx, D, offs_d, g_ok, d_ok)
-    v = _rows(VG, bh * G * D, g_idx, D, offs_d, g_ok, d_ok)
+    k, v = _kv_rows(KG, VG, bh * G * D, bh * G * D, g_idx, D, D, offs_d, g_ok, d_ok)
     dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     for m0 in range(0, NQ, BLOCK_M):
