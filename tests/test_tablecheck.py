@@ -1,5 +1,5 @@
 """The cross-machine table check: exact where nothing is trained, a band from kernel
-variants and seeds where it is."""
+variants and seeds where it is (on the log scale for Fréchet distances)."""
 import json
 
 import pandas as pd
@@ -55,10 +55,11 @@ def test_structure_is_exact_missing_new_and_reshaped_tables(tmp_path):
 
 def test_trained_numbers_pass_inside_the_band_and_fail_outside(golden, tmp_path):
     new = tmp_path / "new"
-    # kernels 1.0, 1.2, 0.9: range 0.3, band [0.9 - 4 * 0.3, 1.2 + 4 * 0.3] = [-0.3, 2.4]
-    _table(new, "t", "k,v,ours,holds\nx,2.35,9.1 vs 0.2,True\ny,,a,False\n")
+    # all runs 0.4 .. 1.5; kernels 1.0, 1.2, 0.9 (range 0.3), seeds 1.0, 1.5, 0.4 (range 1.1):
+    # band [0.4 - 4 * 0.3, 1.5 + 4 * 0.3] = [-0.8, 2.7]
+    _table(new, "t", "k,v,ours,holds\nx,2.65,9.1 vs 0.2,True\ny,,a,False\n")
     assert compare_tables(new, golden) == []
-    _table(new, "t", "k,v,ours,holds\nx,2.5,1.000 vs 2.000,False\ny,,a,True\n")
+    _table(new, "t", "k,v,ours,holds\nx,2.75,1.000 vs 2.000,False\ny,,a,True\n")
     (problem,) = compare_tables(new, golden)
     assert "row 0" in problem and "outside" in problem and "3 kernel and 2 seed runs" in problem
 
@@ -103,10 +104,35 @@ def test_band_widens_the_kernel_variants_by_their_range_with_floors():
     assert band([1.0, 1.2, 0.9]) == pytest.approx((0.9 - 0.3 * w, 1.2 + 0.3 * w))
     lo, hi = band([2.0, 2.0])                     # kernels agree: the relative floor
     assert (lo, hi) == pytest.approx((2.0 - 2.0 * tablecheck.REL_FLOOR, 2.0 + 2.0 * tablecheck.REL_FLOOR))
-    # ... or the seeds' range, e.g. an accuracy that no kernel change moved
-    assert band([0.05, 0.05], [0.05, 0.0, 0.1]) == pytest.approx((-0.05, 0.15))
+    # ... or the seeds' range around all runs, e.g. an accuracy that no kernel change moved
+    assert band([0.05, 0.05], [0.05, 0.0, 0.1]) == pytest.approx((-0.1, 0.2))
     # a standard deviation over seeds: from 0, and wider above
     assert band([0.1, 0.2], std=True) == pytest.approx((0.0, 0.2 + 0.1 * w * tablecheck.STD_WIDEN))
+
+
+def test_frechet_distances_get_a_band_on_the_log_scale():
+    assert [tablecheck.log_scale(c) for c in ("FID", "FID-8", "FID-vid", "FVD", "FID-vid std",
+                                               "KID", "CLIPSIM")] == [True] * 4 + [False] * 3
+    # kernels 0.4, 0.5 (log range 0.22, x4 = 0.89); seeds 0.4, 0.1, 0.8 (log range 2.08)
+    lo, hi = band([0.4, 0.5], [0.4, 0.1, 0.8], log=True)
+    assert (lo, hi) == pytest.approx((0.1 / 8, 0.8 * 8))
+    lo, hi = band([3.0, 3.0], log=True)           # all agree: a factor 1 + REL_FLOOR
+    assert (lo, hi) == pytest.approx((3.0 / (1 + tablecheck.REL_FLOOR), 3.0 * (1 + tablecheck.REL_FLOOR)))
+
+
+def test_another_cpu_may_land_beyond_every_reference_run_but_not_far(tmp_path):
+    """On another CPU a trained model is one more draw: a distance 2.5x the largest of the
+    reference runs passes on the log scale; a tenfold one, or a linear column as far out, fails."""
+    ref, new = tmp_path / "p" / "tables", tmp_path / "new"
+    _table(ref, "t", "k,FID-vid,CLIPSIM\nx,0.43,0.43\n", trained=["FID-vid", "CLIPSIM"])
+    for run, v in (("kernels-a", "0.37"), ("kernels-b", "0.40"), ("seed1", "0.07"),
+                   ("seed2", "0.09"), ("seed3", "0.20")):
+        _table(tmp_path / "p" / "spread" / run, "t", f"k,FID-vid,CLIPSIM\nx,{v},{v}\n")
+    _table(new, "t", "k,FID-vid,CLIPSIM\nx,1.08,0.6\n")
+    assert compare_tables(new, ref) == []
+    _table(new, "t", "k,FID-vid,CLIPSIM\nx,20.0,1.08\n")
+    problems = compare_tables(new, ref)
+    assert len(problems) == 2 and "(log scale)" in problems[0] and "'CLIPSIM'" in problems[1]
 
 
 def test_std_columns_get_the_wider_band_from_zero(tmp_path):

@@ -137,6 +137,15 @@ def test_a_seg_map_round_trips_through_a_trained_toy_vqgan_seg():
     assert (back == maps).mean() > 0.9
 
 
+def test_the_commitment_term_pulls_the_encoder_towards_its_codes():
+    """Eq. 3's beta * ||sg[z_q] - E(I)||^2 (restarts off). With its sign reversed a tokenizer
+    still trains and reconstructs, and its tables stay within the seeds' spread, but the
+    encoder runs away from the codebook: here the term grows about 25-fold instead of halving."""
+    tr, _ = vq_train.train_tokenizer(tiny(kind="vqvae", steps=30, restart_every=1000),
+                                     progress=False)
+    assert tr.history[-1]["commit"] < 0.75 * tr.history[0]["commit"]
+
+
 def test_vqgan_trains_all_its_losses(classifier):
     tr, _ = vq_train.train_tokenizer(tiny(kind="vqgan"), classifier, progress=False)
     first, last = tr.history[0], tr.history[-1]
