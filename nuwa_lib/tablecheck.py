@@ -20,7 +20,7 @@ therefore has two kinds of cell:
     legitimate runs. Another CPU's run is one more such run, not a slightly perturbed
     golden one: rounding differences early in training grow until the model is another
     draw (on an AMD EPYC without AVX-512, the smoke video tokenizer's reconstruction FID-vid
-    came out 2.5x the largest of these eight runs). So the band covers all of them, and a
+    came out 2.5-3x the largest of these eight runs). So the band covers all of them, and a
     cell that no kernel change moved, such as an accuracy over a dozen samples, still moves
     by whole samples.
 
