@@ -213,6 +213,7 @@ def _check_trained(name: str, col: str, got: list, kernels: list[list],
     knum = [[_number(x) for x in run] for run in kernels]
     snum = [[_number(x) for x in run] for run in seeds]
     shapes = {shape_of(x) for run in kernels + seeds for x in run if _number(x) is None}
+    std, on_logs = col.endswith(STD_SUFFIX), log_scale(col)
     problems = []
     for r, x in enumerate(got):
         where = f"{name}: row {r}, column {col!r}"
@@ -233,8 +234,8 @@ def _check_trained(name: str, col: str, got: list, kernels: list[list],
         else:
             kv = _finite(run[r] for run in knum)
             sv = _finite([gold] + [run[r] for run in snum])
-            log = log_scale(col) and min(kv + sv) > 0
-            lo, hi = band(kv, sv, std=col.endswith(STD_SUFFIX), log=log)
+            log = on_logs and min(kv + sv) > 0
+            lo, hi = band(kv, sv, std=std, log=log)
             if not lo <= v <= hi:
                 problems.append(f"{where}: {x} outside [{lo:.6g}, {hi:.6g}], the band of "
                                 f"{len(kv)} kernel and {len(sv) - 1} seed runs"
