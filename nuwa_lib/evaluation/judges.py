@@ -45,6 +45,7 @@ from einops import rearrange
 from ..data import world
 from ..utils import checkpoint, progress as P
 from ..utils.cache import artifact_path, fetch, profile_of
+from ..utils.provenance import training_record
 from ..utils.tensors import to_tensor
 from .judge_nets import (
     CHECKPOINT_FORMAT,
@@ -255,6 +256,7 @@ def train_judge(name, jcfg: JudgesConfig, progress=True):
         try:
             info = _fit(model, _LOSSES[name], _batches(name, jcfg, c, model), c.steps, c.lr,
                         f"judge {name}", progress)
+            info["trained_by"] = training_record()
         finally:
             torch.set_num_threads(before)
     return _freeze(model), info

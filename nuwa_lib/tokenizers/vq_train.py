@@ -20,6 +20,7 @@ from ..data import world
 from ..evaluation import judge_nets, judges as J
 from ..utils import checkpoint, progress as P
 from ..utils.cache import artifact_path, fetch, profile_of
+from ..utils.provenance import training_record
 from ..utils.pool import map_in_processes
 from .losses import (
     PatchDiscriminator,
@@ -249,7 +250,8 @@ def get_tokenizer(cfg: Mapping[str, Any], name: str, *, classifier=None, profile
         tr, _ = train_tokenizer(config, classifier, state_path=state_path, progress=progress,
                                 hash_=hash_, threads=threads, judge_canvas=jcfg.canvas)
         info = {"name": name, "hash": hash_, "steps": tr.step, "train_seconds": tr.seconds,
-                "parameters": sum(p.numel() for p in tr.model.parameters())}
+                "parameters": sum(p.numel() for p in tr.model.parameters()),
+                "trained_by": training_record(threads)}
         save_tokenizer(path, config, hash_, tr.model, tr.history, info)
         state_path.unlink(missing_ok=True)
         model, _ = load_tokenizer(path, config, hash_)

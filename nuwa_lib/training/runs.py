@@ -47,6 +47,7 @@ from ..tokenizers.token_sets import Tokenizers, profile_tokenizers
 from ..utils import checkpoint, progress as P
 from ..utils.cache import artifact_path, fetch, key_hash, profile_of
 from ..utils.pool import map_in_processes
+from ..utils.provenance import training_record
 from .distributed import Dist
 from .schedule import (
     MODEL_FORMAT,
@@ -242,7 +243,8 @@ def fit(p: Plan, *, state_path, model_path, stop_after=None, progress=True,
             "train_seconds": round(tr.seconds, 1), "world_size": dist.world_size,
             "parameters": sum(q.numel() for q in tr.model.parameters()),
             "samples": {t: len(d) for t, d in data.items()},
-            "task_steps": tr.sampler.counts(tr.step)}
+            "task_steps": tr.sampler.counts(tr.step),
+            "trained_by": training_record(device=str(dist.device))}
     if finished and dist.main and model_path is not None:
         save_model(model_path, tr.model, p.run, p.hash, tr.history, info)
     dist.barrier()

@@ -81,3 +81,15 @@ def provenance(profile: str | None = None, seed: int | None = None,
     }
     info.update(extra)
     return info
+
+
+def training_record(threads: int | None = None, device: str = "cpu") -> dict[str, Any]:
+    """What a trained model's file keeps of how it was made (the weights' manifest lists it):
+    the commit, the machine, the torch threads and device, the library versions, the time."""
+    torch = sys.modules.get("torch")
+    info = provenance()
+    keep = ("git_sha", "git_dirty", "cpu", "cpu_capability", "numerics_env", "torch", "utc_time")
+    return {**{k: info[k] for k in keep},
+            "threads": threads if threads is not None else (torch.get_num_threads() if torch
+                                                            else None),
+            "device": device}
