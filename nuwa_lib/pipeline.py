@@ -4,6 +4,8 @@
     nuwa-repro --profile smoke --only 00      # one notebook (name or number)
     nuwa-repro --profile smoke --from 03      # resume from a notebook on
     nuwa-repro --list                         # notebooks and profiles
+    nuwa-repro --profile mini --retrain       # train every shipped model afresh, ship it
+    nuwa-repro --profile mini --retrain t2i   # one stage (see --list)
 
 Each notebook gets ``PROFILE``, the profile's parameters (``PARAMS``) and the
 results folder (``RESULTS``) injected into its ``parameters`` cell. Executed
@@ -257,14 +259,46 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, metavar="N",
                    help="replace the profile's seed (default: the profile's own)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--retrain", nargs="*", metavar="STAGE",
+                   help="instead of running the notebooks, train the profile's shipped models of "
+                        "these stages afresh (all when none is named) and write them with the "
+                        "manifest into results/<profile>/weights/; resumes an interrupted retrain")
     return p
+
+
+def retrain(profile: str, stages: Sequence[str], show_progress: bool = True) -> dict:
+    """``--retrain``: :func:`nuwa_lib.experiments.record.retrain` on the profile."""
+    from .experiments import record
+    from .utils.profiles import load_profile
+
+    valid = available_profiles()
+    if profile not in valid:
+        raise PipelineError(f"unknown profile {profile!r}; valid profiles: {', '.join(valid)}")
+    try:
+        stages = record.check_stages(stages)
+    except ValueError as err:
+        raise PipelineError(str(err)) from None
+    return record.retrain(load_profile(profile), stages, progress=show_progress)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.list:
+        from .experiments.record import STAGES
+
         print("notebooks (in order):", *(f"  {nb}" for nb in notebook_order()), sep="\n")
         print("profiles: " + ", ".join(available_profiles()))
+        print("retrain stages: " + ", ".join(STAGES))
+        return 0
+    if args.retrain is not None:
+        try:
+            report = retrain(args.profile, args.retrain, show_progress=not args.no_progress)
+        except PipelineError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        total = sum(r["seconds"] for r in report.values())
+        print(f"retrained {len(report)} stage(s) in {total:.0f} s; run `nuwa-repro --profile "
+              f"{args.profile}` (make reproduce) to regenerate the record from them")
         return 0
     try:
         done = run(args.profile, args.only, args.start, args.out,

@@ -44,7 +44,8 @@ from einops import rearrange
 
 from ..data import world
 from ..utils import checkpoint, progress as P
-from ..utils.cache import artifact_path, fetch, profile_of
+from ..utils.cache import artifact_path, fetch, profile_of, source_of
+from ..utils.weights import Spec
 from ..utils.provenance import training_record
 from ..utils.tensors import to_tensor
 from .judge_nets import (
@@ -239,12 +240,13 @@ def _fit(model, loss_fn, batches, steps, lr, desc, progress):
     bar.close()
     model.eval()
     return {"steps": steps, "final_loss": float(np.mean(losses[-max(1, steps // 10):])),
-            "train_seconds": round(time.perf_counter() - t0, 1)}
+            "train_seconds": round(time.perf_counter() - t0, 1), "history": losses}
 
 
-def train_judge(name, jcfg: JudgesConfig, progress=True):
+def train_judge(name, jcfg: JudgesConfig, progress=True, steps: int | None = None):
     """Train one judge from scratch; deterministic on CPU for a given config and seed.
-    Returns (model in eval mode, info dict)."""
+    ``steps`` replaces the recipe's (a short live run). Returns (model in eval mode, info
+    dict with the loss of every step)."""
     c = jcfg.judge(name)
     before = torch.get_num_threads()
     # fork_rng: the caller's random state is the same whether a judge was trained or loaded
@@ -254,7 +256,7 @@ def train_judge(name, jcfg: JudgesConfig, progress=True):
         if jcfg.threads:
             torch.set_num_threads(jcfg.threads)
         try:
-            info = _fit(model, _LOSSES[name], _batches(name, jcfg, c, model), c.steps, c.lr,
+            info = _fit(model, _LOSSES[name], _batches(name, jcfg, c, model), steps or c.steps, c.lr,
                         f"judge {name}", progress)
             info["trained_by"] = training_record()
         finally:
@@ -293,14 +295,22 @@ def _restore(path, payload, name, jcfg):
     return _freeze(model)
 
 
+def _expected(name, jcfg: JudgesConfig) -> dict:
+    return {"name": name, "version": JUDGE_VERSIONS[name], "seed": jcfg.seed,
+            "canvas": jcfg.canvas, "frames": jcfg.frames, "config": asdict(jcfg.judge(name))}
+
+
+def judge_spec(name, jcfg: JudgesConfig, profile: str) -> Spec:
+    """What the shipped weights hold for judge ``name`` (its place: ``judges/<name>``)."""
+    return Spec(profile, "judges", name, config_hash(name, jcfg), _expected(name, jcfg),
+                slot=f"judges/{name}")
+
+
 def load_judge(path, name, jcfg: JudgesConfig):
     """(model in eval mode, info) from a checkpoint; a corrupt file or one made for another
     judge, version or config raises :class:`JudgeCacheError` naming the file and the
     mismatch."""
-    expected = {"name": name, "version": JUDGE_VERSIONS[name], "seed": jcfg.seed,
-                "canvas": jcfg.canvas, "frames": jcfg.frames,
-                "config": asdict(jcfg.judge(name))}
-    payload = _read_checkpoint(path, expected)
+    payload = _read_checkpoint(path, _expected(name, jcfg))
     return _restore(path, payload, name, jcfg), dict(payload.get("info") or {})
 
 
@@ -333,9 +343,10 @@ class Judges:
 
 def get_judges(cfg: Mapping[str, Any], train_if_missing=True, progress=True,
                names=JUDGE_NAMES, profile: str | None = None) -> Judges:
-    """Every judge of the profile ``cfg``: loaded from ``artifacts/<profile>/judges/`` when
-    cached under its config hash, otherwise trained (and cached) or, with
-    ``train_if_missing=False``, a FileNotFoundError naming the missing file."""
+    """Every judge of the profile ``cfg``: the shipped one (``results/<profile>/weights/``) or
+    the one cached in ``artifacts/<profile>/judges/`` under its config hash, otherwise trained
+    (and cached) or, with ``train_if_missing=False``, a FileNotFoundError naming the missing
+    file."""
     profile = profile_of(cfg, profile)
     jcfg = JudgesConfig.from_profile(cfg)
     models, paths, infos = dict.fromkeys(JUDGE_NAMES), {}, {}
@@ -348,10 +359,15 @@ def get_judges(cfg: Mapping[str, Any], train_if_missing=True, progress=True,
             save_judge(path, name, jcfg, model, info)
             return model, info
 
+        def load(p, name=name):
+            paths[name] = p
+            model, info = load_judge(p, name, jcfg)
+            return model, {**info, "source": source_of(p)}
+
         (models[name], info), loaded = fetch(
-            path, lambda p, name=name: load_judge(p, name, jcfg), train,
-            build_if_missing=train_if_missing,
+            path, load, train, build_if_missing=train_if_missing,
+            spec=judge_spec(name, jcfg, profile),
             missing=f"no cached {name} judge at {path}; run notebook 01_evaluators or "
                     f"get_judges(..., train_if_missing=True)")
-        infos[name] = {**info, "source": "loaded" if loaded else "trained"}
+        infos[name] = info if loaded else {**info, "source": "trained"}
     return Judges(**models, config=jcfg, paths=paths, info=infos)

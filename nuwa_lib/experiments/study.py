@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Mapping, Sequence
 
@@ -35,9 +36,11 @@ from ..evaluation import judge_nets, judges as J, metrics
 from ..tokenizers import token_sets, vq_eval, vq_train, vqgan
 from ..training import task_data
 from ..utils import checkpoint, progress as P
-from ..utils.cache import artifact_path, fetch, key_hash
+from ..utils.cache import artifact_path, available, fetch, key_hash
 from ..utils.files import write_json
 from ..utils.pool import map_in_processes
+from ..utils.provenance import training_record
+from ..utils.weights import Spec
 
 STUDY_VERSION = 1
 TASKS = ("T2I", "T2V")
@@ -259,7 +262,7 @@ def tokenizer_curve(cfg, arm: TokenizerArm, sc: StudyConfig, judges, *, progress
 
 # --------------------------------------------------------------------------- runs
 def _identity(cfg, kind: str, arm, sc: StudyConfig, tokenizers=None) -> tuple:
-    """(cache path, key) of an arm: its config, the study's evaluation settings, the judges
+    """(cache path, key, shipped spec) of an arm: its config, the study's evaluation settings, the judges
     and (model arms) the training run's hash, which covers the tokenizers and the world."""
     jcfg = judge_nets.JudgesConfig.from_profile(cfg)
     key = {"version": STUDY_VERSION, "kind": kind, "arm": asdict(arm), "eval": sc.eval_key(),
@@ -270,8 +273,10 @@ def _identity(cfg, kind: str, arm, sc: StudyConfig, tokenizers=None) -> tuple:
         config = _tokenizer_config(cfg, arm)
         key["tokenizer"] = vqgan.config_hash(config, key["judges"]["classifier"])
     name = arm.label.replace(" ", "_").replace("=", "")
-    return artifact_path(cfg.get("name"), "study", name, key_hash(checkpoint.canonical(key)),
-                         ".json"), key
+    hash_ = key_hash(checkpoint.canonical(key))
+    spec = Spec(cfg.get("name"), "study", name, hash_, key, slot=f"study/{kind}/{name}",
+                suffix=".json")
+    return artifact_path(cfg.get("name"), "study", name, hash_, ".json"), key, spec
 
 
 def _run_arm(cfg, kind: str, arm, tokenizers=None, progress=False) -> list:
@@ -279,7 +284,7 @@ def _run_arm(cfg, kind: str, arm, tokenizers=None, progress=False) -> list:
     sc = StudyConfig.from_profile(cfg)
     if kind == "model" and tokenizers is None:
         tokenizers = token_sets.profile_tokenizers(cfg, sketch=False, progress=False)
-    path, key = _identity(cfg, kind, arm, sc, tokenizers)
+    path, key, spec = _identity(cfg, kind, arm, sc, tokenizers)
 
     def load(path):
         try:
@@ -293,15 +298,18 @@ def _run_arm(cfg, kind: str, arm, tokenizers=None, progress=False) -> list:
 
     def build():
         torch.set_num_threads(sc.threads)
+        t0 = time.perf_counter()
         judges = J.get_judges(cfg, names=JUDGES, progress=False)
         if kind == "model":
             rows = model_curve(cfg, arm, sc, judges, tokenizers, progress=progress)
         else:
             rows = tokenizer_curve(cfg, arm, sc, judges, progress=progress)
-        write_json(path, {"key": checkpoint.canonical(key), "rows": rows})
+        info = {"steps": arm.steps, "train_seconds": round(time.perf_counter() - t0, 1),
+                "trained_by": training_record(sc.threads)}
+        write_json(path, {"key": checkpoint.canonical(key), "rows": rows, "info": info})
         return rows
 
-    return fetch(path, load, build)[0]
+    return fetch(path, load, build, spec=spec)[0]
 
 
 def run_study(cfg, *, tokenizers=None, progress=True) -> dict:
@@ -313,7 +321,7 @@ def run_study(cfg, *, tokenizers=None, progress=True) -> dict:
     if tokenizers is None:
         tokenizers = token_sets.profile_tokenizers(cfg, sketch=False, progress=progress)
     arms = [("tokenizer", a) for a in sc.tokenizers] + [("model", a) for a in sc.models]
-    missing = [(k, a) for k, a in arms if not _identity(cfg, k, a, sc, tokenizers)[0].exists()]
+    missing = [(k, a) for k, a in arms if not available(*_identity(cfg, k, a, sc, tokenizers)[::2])]
     missing.sort(key=lambda ka: -_cost(*ka))
     bar = P.bar(total=len(arms), initial=len(arms) - len(missing), desc="study arms",
                 progress=progress)

@@ -19,8 +19,9 @@ from einops import rearrange
 from ..data import world
 from ..evaluation import judge_nets, judges as J
 from ..utils import checkpoint, progress as P
-from ..utils.cache import artifact_path, fetch, profile_of
+from ..utils.cache import artifact_path, available, fetch, profile_of, source_of
 from ..utils.provenance import training_record
+from ..utils.weights import Spec
 from ..utils.pool import map_in_processes
 from .losses import (
     PatchDiscriminator,
@@ -215,30 +216,33 @@ def train_tokenizer(config: VQConfig, classifier=None, *, state_path=None, check
 
 
 def _identity(cfg, name, profile):
-    """(config, hash, cache path, judges config) of the profile's tokenizer ``name``; a
-    VQ-GAN's hash covers its perceptual judge."""
+    """(config, hash, cache path, judges config, shipped spec) of the profile's tokenizer
+    ``name``; a VQ-GAN's hash covers its perceptual judge."""
     configs = configs_from_profile(cfg)
     world._check("tokenizer", name, tuple(configs))
     config, jcfg = configs[name], judge_nets.JudgesConfig.from_profile(cfg)
     judge_hash = judge_nets.config_hash("classifier", jcfg) if config.kind == "vqgan" else None
     hash_ = config_hash(config, judge_hash)
-    return config, hash_, artifact_path(profile, "vqgan", name, hash_), jcfg
+    spec = Spec(profile, "vqgan", name, hash_, {**_expect(config, hash_), "judge": judge_hash},
+                slot=f"tokenizers/{name}")
+    return config, hash_, artifact_path(profile, "vqgan", name, hash_), jcfg, spec
 
 
 def get_tokenizer(cfg: Mapping[str, Any], name: str, *, classifier=None, profile=None,
                   train_if_missing=True, progress=True, judges=None):
-    """The tokenizer ``name`` of the profile's ``vqgan.models``: loaded from
-    ``artifacts/<profile>/vqgan/`` when cached under its config hash, otherwise trained
+    """The tokenizer ``name`` of the profile's ``vqgan.models``: the shipped one
+    (``results/<profile>/weights/``) or the one cached in ``artifacts/<profile>/vqgan/`` under
+    its config hash, otherwise trained
     (resuming a partial run when one is there) and cached. A VQ-GAN needs the world
     classifier (from ``judges``, or fetched through ``judges.get_judges``). Returns
     (VQModel, info) with info holding the training history."""
     profile = profile_of(cfg, profile)
-    config, hash_, path, jcfg = _identity(cfg, name, profile)
+    config, hash_, path, jcfg, spec = _identity(cfg, name, profile)
 
     def load(path):
         model, payload = load_tokenizer(path, config, hash_)
         return model, {**payload.get("info", {}), "history": payload.get("history", []),
-                       "path": str(path), "source": "loaded"}
+                       "path": str(path), "source": source_of(path)}
 
     def build():
         nonlocal classifier
@@ -257,7 +261,7 @@ def get_tokenizer(cfg: Mapping[str, Any], name: str, *, classifier=None, profile
         model, _ = load_tokenizer(path, config, hash_)
         return model, {**info, "history": tr.history, "path": str(path), "source": "trained"}
 
-    return fetch(path, load, build, build_if_missing=train_if_missing,
+    return fetch(path, load, build, build_if_missing=train_if_missing, spec=spec,
                  missing=f"no cached tokenizer {name!r} at {path}; run notebook 02_vqgan or "
                          f"get_tokenizer(..., train_if_missing=True)")[0]
 
@@ -283,7 +287,7 @@ def get_tokenizers(cfg: Mapping[str, Any], names=None, *, profile=None, judges=N
     if any(configs[n].kind == "vqgan" for n in names):   # the judge first, once, in this process
         judges = judges or J.get_judges(cfg, names=("classifier",), profile=profile,
                                         progress=progress)
-    missing = [n for n in names if not _identity(cfg, n, profile)[2].exists()]
+    missing = [n for n in names if not available(*_identity(cfg, n, profile)[2::2])]
     if workers > 1 and len(missing) > 1:
         # largest first, so the long runs start early: pixels x steps
         missing.sort(key=lambda n: -configs[n].canvas ** 2 * configs[n].steps)

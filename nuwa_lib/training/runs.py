@@ -39,15 +39,17 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from ..data import splits, tasks as T, world
 from ..model.config import NuwaConfig
 from ..model.nuwa import Nuwa
 from ..tokenizers.token_sets import Tokenizers, profile_tokenizers
 from ..utils import checkpoint, progress as P
-from ..utils.cache import artifact_path, fetch, key_hash, profile_of
+from ..utils.cache import artifact_path, available, fetch, key_hash, profile_of, source_of
 from ..utils.pool import map_in_processes
 from ..utils.provenance import training_record
+from ..utils.weights import Spec
 from .distributed import Dist
 from .schedule import (
     MODEL_FORMAT,
@@ -100,10 +102,15 @@ def train(model_config: NuwaConfig, config: TrainConfig, data: Mapping[str, Task
     return tr, tr.step >= config.steps
 
 
-def save_model(path, model: Nuwa, run: Mapping, hash_: str, history, info) -> Path:
+def save_model(path, model: Nuwa, run: Mapping, hash_: str, history, info,
+               dtype: str = "float32") -> Path:
+    """The finished model, its floating weights stored as ``dtype`` (``train.weights_dtype``):
+    what every later use loads, so a model trained here and the shipped one are the same."""
+    cast = getattr(torch, dtype)
+    state = {k: v.to(cast) if v.is_floating_point() else v for k, v in model.state_dict().items()}
     return checkpoint.save(path, {"format": MODEL_FORMAT, "version": TRAIN_VERSION,
                                   **checkpoint.canonical(run), "hash": hash_, "info": info,
-                                  "history": history, "state_dict": model.state_dict()})
+                                  "history": history, "state_dict": state})
 
 
 def config_from_dict(values: Mapping) -> NuwaConfig:
@@ -115,6 +122,12 @@ def load_model(path, run: Mapping | None = None, hash_: str | None = None):
     of another run raises :class:`TrainCheckpointError` naming the file and the mismatch."""
     payload = checkpoint.load(path, MODEL_FORMAT, _expect(run, hash_), what="NÜWA model file",
                               hint="delete it to retrain", error=TrainCheckpointError)
+    return load_model_payload(path, payload)
+
+
+def load_model_payload(path, payload: Mapping):
+    """(Nuwa in eval mode, payload) from a model file's payload (``path`` names it in errors);
+    weights stored in half precision come back as float32."""
     try:
         config = config_from_dict(payload["model"])
     except (KeyError, TypeError, ValueError) as err:
@@ -123,6 +136,19 @@ def load_model(path, run: Mapping | None = None, hash_: str | None = None):
     model = checkpoint.load_state(path, Nuwa(config), payload["state_dict"], "model",
                                   TrainCheckpointError)
     return model.eval(), payload
+
+
+def heldout_loss(model: Nuwa, data: TaskData, batch_size: int = 64) -> float:
+    """Mean cross-entropy per target token on every sample of ``data`` (Eq. 16's term of
+    its task, held out)."""
+    total, n = 0.0, len(data)
+    with torch.no_grad():
+        for i in range(0, n, batch_size):
+            b = data.batch(list(range(i, min(n, i + batch_size))))
+            logits = model(b.cond, b.target)
+            total += float(F.cross_entropy(logits.flatten(0, 1).float(),
+                                           b.target.reshape(-1))) * b.target.shape[0]
+    return total / n
 
 
 def roles_for(tasks: Sequence[str], roles: Mapping[str, str] | None = None) -> dict:
@@ -190,6 +216,10 @@ class Plan:
     def path(self) -> Path:
         return artifact_path(self.profile, "nuwa", self.label, self.hash)
 
+    def spec(self, slot: str | None = None) -> Spec:
+        """What the shipped weights hold for this run (``slot``: its place in the record)."""
+        return Spec(self.profile, "nuwa", self.label, self.hash, self.run, slot=slot)
+
 
 def plan(cfg: Mapping[str, Any], tasks=T.PRETRAIN_TASKS, *, profile: str | None = None,
          roles: Mapping[str, str] | None = None, model_overrides: Mapping | None = None,
@@ -244,9 +274,11 @@ def fit(p: Plan, *, state_path, model_path, stop_after=None, progress=True,
             "parameters": sum(q.numel() for q in tr.model.parameters()),
             "samples": {t: len(d) for t, d in data.items()},
             "task_steps": tr.sampler.counts(tr.step),
-            "trained_by": training_record(device=str(dist.device))}
+            "trained_by": training_record(p.config.threads or torch.get_num_threads(),
+                                          device=str(dist.device))}
     if finished and dist.main and model_path is not None:
-        save_model(model_path, tr.model, p.run, p.hash, tr.history, info)
+        save_model(model_path, tr.model, p.run, p.hash, tr.history, info,
+                   p.config.weights_dtype)
     dist.barrier()
     return tr, info, finished
 
@@ -254,10 +286,13 @@ def fit(p: Plan, *, state_path, model_path, stop_after=None, progress=True,
 def get_pretrained(cfg: Mapping[str, Any], tasks=T.PRETRAIN_TASKS, *, profile: str | None = None,
                    roles: Mapping[str, str] | None = None, model_overrides: Mapping | None = None,
                    train_overrides: Mapping | None = None, init=None,
-                   tokenizers: Tokenizers | None = None, train_if_missing=True, progress=True):
+                   tokenizers: Tokenizers | None = None, train_if_missing=True, progress=True,
+                   slot: str | None = None):
     """The NÜWA model trained on ``tasks`` (default Eq. 16's T2I + V2V + T2V) of the profile's
-    world: loaded from ``artifacts/<profile>/nuwa/<tasks>-<hash>.pt`` when cached, otherwise
-    trained (continuing a ``.partial.pt`` state when one is there) and cached.
+    world: the shipped one (``results/<profile>/weights/``) or the one cached in
+    ``artifacts/<profile>/nuwa/<tasks>-<hash>.pt``, otherwise trained (continuing a
+    ``.partial.pt`` state when one is there) and cached. ``slot`` names the model's place in
+    the record (``t2i/finetune_cc``): a shipped model there under another hash is an error.
 
     ``roles`` replaces a task's world role; ``model_overrides`` / ``train_overrides`` replace
     keys of the ``model:`` / ``train:`` sections (an ablation's attention, a fine-tuning's
@@ -270,7 +305,7 @@ def get_pretrained(cfg: Mapping[str, Any], tasks=T.PRETRAIN_TASKS, *, profile: s
     def load(path):
         model, payload = load_model(path, p.run, p.hash)
         return model, {**payload.get("info", {}), "history": payload.get("history", []),
-                       "path": str(path), "source": "loaded"}
+                       "path": str(path), "source": source_of(path)}
 
     def build():
         state_path = p.path.with_name(f"{p.label}-{p.hash}.partial.pt")
@@ -279,7 +314,7 @@ def get_pretrained(cfg: Mapping[str, Any], tasks=T.PRETRAIN_TASKS, *, profile: s
         model, _ = load_model(p.path, p.run, p.hash)
         return model, {**info, "history": tr.history, "path": str(p.path), "source": "trained"}
 
-    return fetch(p.path, load, build, build_if_missing=train_if_missing,
+    return fetch(p.path, load, build, build_if_missing=train_if_missing, spec=p.spec(slot),
                  missing=f"no cached NÜWA model for {p.label} at {p.path}; run the pretraining "
                          f"notebook or get_pretrained(..., train_if_missing=True)")[0]
 
@@ -296,13 +331,15 @@ class Run:
     """One :func:`get_pretrained` call as data, for :func:`get_many`: the profile ``cfg``
     (e.g. :func:`nuwa_lib.experiments.image_tasks.seeded` for a repeat), the tasks, and the same
     ``roles`` / ``model_overrides`` / ``train_overrides``; ``init`` is another Run whose model
-    this one starts from (fine-tuning), trained first when missing."""
+    this one starts from (fine-tuning), trained first when missing; ``slot`` its place in the
+    record (:mod:`nuwa_lib.experiments.record`)."""
     cfg: Mapping[str, Any]
     tasks: tuple = T.PRETRAIN_TASKS
     roles: Optional[Mapping[str, str]] = None
     model_overrides: Optional[Mapping] = None
     train_overrides: Optional[Mapping] = None
     init: Optional["Run"] = None
+    slot: Optional[str] = None
 
     def chain(self) -> list:
         """[the first run, ..., self]: the runs whose weights lead to this one."""
@@ -310,7 +347,7 @@ class Run:
 
     def kwargs(self) -> dict:
         return {"tasks": self.tasks, "roles": self.roles, "model_overrides": self.model_overrides,
-                "train_overrides": self.train_overrides}
+                "train_overrides": self.train_overrides, "slot": self.slot}
 
 
 def _train_chain(chain: Sequence[Run], threads: int, tokenizers: Tokenizers | None) -> None:
@@ -349,8 +386,10 @@ def get_many(runs: Mapping[Any, Run], *, workers: int = 1, tokenizers: Tokenizer
         missing = {}                                  # run hash -> the chain up to it
         for c in level.values():
             r = c[d]
-            p = plan(r.cfg, init=init_of(c, d), tokenizers=tokenizers, progress=False, **r.kwargs())
-            if not p.path.exists():
+            kw = r.kwargs()
+            slot = kw.pop("slot")
+            p = plan(r.cfg, init=init_of(c, d), tokenizers=tokenizers, progress=False, **kw)
+            if not available(p.path, p.spec(slot)):
                 missing.setdefault(p.hash, c[:d + 1])
         if len(missing) > 1 and workers > 1:
             with P.bar(total=len(missing), progress=progress,

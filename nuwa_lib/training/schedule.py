@@ -18,6 +18,7 @@ MODEL_FORMAT = "nuwa-model"
 TRAIN_STREAM = 3000      # world seed stream of the training draws (judges 1000, VQ 2000)
 DECAYS = ("cosine", "linear", "constant")
 SPEED_ONLY = ("threads",)   # train: keys that change speed, not results (not in the hash)
+WEIGHTS_DTYPES = ("float32", "float16", "bfloat16")
 
 
 class TrainCheckpointError(checkpoint.CheckpointError):
@@ -42,6 +43,7 @@ class TrainConfig:
     checkpoint_every: int = 50       # steps between training-state checkpoints
     bf16: bool = False               # autocast to bfloat16 on CUDA (ignored on CPU)
     threads: Optional[int] = None    # torch threads on CPU (speed only, not in the hash)
+    weights_dtype: str = "float32"   # the finished model's stored weights (what is evaluated)
     seed: int = 0
 
     def __post_init__(self):
@@ -71,6 +73,7 @@ class TrainConfig:
         object.__setattr__(self, "weights", weights)
         if not isinstance(self.bf16, bool):
             raise ValueError(f"train.bf16 must be true or false, got {self.bf16!r}")
+        world._check("train.weights_dtype", self.weights_dtype, WEIGHTS_DTYPES)
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise ValueError(f"train.threads must be a positive integer or null, got "
                              f"{self.threads!r}")
@@ -97,8 +100,10 @@ class TrainConfig:
         return config
 
     def key(self) -> dict:
-        """What the results depend on (the config without speed-only settings)."""
-        return {k: v for k, v in asdict(self).items() if k not in SPEED_ONLY}
+        """What the results depend on (the config without speed-only settings; the stored
+        dtype only when it is not float32, so float32 runs keep their hashes)."""
+        return {k: v for k, v in asdict(self).items() if k not in SPEED_ONLY
+                and not (k == "weights_dtype" and v == "float32")}
 
 
 class Schedule:

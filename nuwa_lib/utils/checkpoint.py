@@ -2,7 +2,8 @@
 
 Every trained thing of the project (judges, visual tokenizers, NÜWA models and their
 training state) is a ``torch.save``'d dict with a ``format`` tag and the config it was
-made with. :func:`save` writes it to a temporary file beside the target and renames it, so
+made with; the shipped weights hold the same dict as safetensors (:func:`save_safetensors`),
+and :func:`load` reads either. :func:`save` writes it to a temporary file beside the target and renames it, so
 a reader never sees half a checkpoint and an interrupted write leaves nothing behind.
 :func:`load` reads it back and raises :class:`CheckpointError` naming the file and what
 does not match: an unreadable file, another format, or another config.
@@ -10,6 +11,7 @@ does not match: an unreadable file, another format, or another config.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -36,6 +38,47 @@ def save(path, payload: Mapping[str, Any]) -> Path:
     return path
 
 
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+def save_safetensors(path, payload: Mapping[str, Any], dtype: str | None = None) -> Path:
+    """A checkpoint payload as safetensors: ``payload["state_dict"]``'s tensors (floating
+    ones cast to ``dtype`` when given), the rest as JSON under the header key ``payload``."""
+    from safetensors.torch import save_file
+
+    if dtype is not None and dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    state = payload["state_dict"]
+    cast = getattr(torch, dtype) if dtype else None
+    tensors = {k: (v.to(cast) if cast is not None and v.is_floating_point() else v)
+               .detach().cpu().contiguous() for k, v in state.items()}
+    rest = {k: v for k, v in payload.items() if k != "state_dict"}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"payload": json.dumps(canonical(rest))})
+    return Path(path)
+
+
+def read_safetensors(path) -> dict:
+    """The payload :func:`save_safetensors` wrote (tensors back under ``state_dict``)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata() or {}
+        state = {k: fh.get_tensor(k) for k in fh.keys()}
+    payload = json.loads(meta["payload"])
+    if not isinstance(payload, dict):
+        raise ValueError("the header's payload is not a JSON object")
+    return {**payload, "state_dict": state}
+
+
+def read_payload(path) -> dict:
+    """The payload of a checkpoint file: safetensors (by suffix) or ``torch.load`` (tensors
+    only, no arbitrary objects)."""
+    if os.fspath(path).endswith(".safetensors"):
+        return read_safetensors(path)
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def _describe(key, got, want) -> str:
     if isinstance(got, dict) and isinstance(want, dict):
         diffs = [f"{k}: file {got.get(k)!r} != wanted {want.get(k)!r}"
@@ -56,7 +99,7 @@ def load(path, fmt: str, expect: Mapping[str, Any] | None = None, *, what: str =
     if not path.exists():
         raise FileNotFoundError(f"{path}: no {what} there")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = read_payload(path)
     except Exception as err:  # noqa: BLE001 - any unreadable file is "corrupt"
         raise error(f"{path}: cannot read the {what} ({type(err).__name__}: "
                               f"{err}){tail}") from None

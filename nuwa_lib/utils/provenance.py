@@ -30,7 +30,8 @@ def _version(module: str) -> str | None:
         mod = __import__(module)
     except Exception:  # noqa: BLE001 - any import failure means "not available"
         return None
-    return getattr(mod, "__version__", None)
+    version = getattr(mod, "__version__", None)
+    return None if version is None else str(version)     # torch's is a str subclass
 
 
 # Settings that change which CPU kernels run, hence the last digits of trained numbers.
