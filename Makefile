@@ -1,4 +1,5 @@
-# The two commands: `make reproduce` and `make test` (each creates .venv when missing).
+# The two commands: `make reproduce` and `make test` (each creates .venv when missing); the third,
+# `make retrain`, trains the shipped models afresh.
 SHELL   := /bin/bash
 PYTHON  ?= python3
 VENV    := .venv
@@ -6,7 +7,7 @@ PY      := $(VENV)/bin/python
 PROFILE ?= mini
 STAMP   := $(VENV)/.nuwa-installed
 
-.PHONY: venv reproduce reproduce-other-cpu test test-other-cpu unit pipeline-check determinism nbval test-browser golden spread spread-kernels spread-seeds lab clean
+.PHONY: venv reproduce retrain record-check reproduce-other-cpu test test-other-cpu unit pipeline-check determinism nbval test-browser golden spread spread-kernels spread-seeds lab clean
 
 # The browser test's Chromium (Debian's `chromium`; never a Playwright download).
 CHROMIUM ?= $(shell command -v chromium)
@@ -46,15 +47,32 @@ endif
 	$(PY) -m ipykernel install --sys-prefix --name nuwa --display-name "Python (nuwa)" >/dev/null
 	@touch $(STAMP)
 
-## Run every notebook with $(PROFILE) (default mini) into results/$(PROFILE)/.
+## Run every notebook with $(PROFILE) (default mini) into results/$(PROFILE)/, evaluating the
+## shipped models of results/$(PROFILE)/weights/ (smoke ships none: it trains its own).
 reproduce: venv
 	$(VENV)/bin/nuwa-repro --profile $(PROFILE)
 
-## The same pipeline as another CPU would run it (ATen's portable kernels, its own judges,
-## tokenizers and models from an empty cache), its tables and metrics kept as
-## results/$(PROFILE)-other-cpu/, then this record's summary again, which shows both runs'
-## verdicts side by side. The compute study
-## (notebook 14) decides no claim, so it is left out (it alone costs about an hour on mini).
+## Train every shipped model of $(PROFILE) afresh (STAGES="t2i s2v" for some; `nuwa-repro --list`
+## names them), ship them with their manifest into results/$(PROFILE)/weights/ stage by stage
+## (an interrupted retrain resumes), then regenerate the record from them.
+STAGES ?=
+retrain: venv
+	$(VENV)/bin/nuwa-repro --profile $(PROFILE) --retrain $(STAGES)
+	$(VENV)/bin/nuwa-repro --profile $(PROFILE)
+
+## A slice of the shipped mini record re-evaluated from its weights: notebook 04's readout and
+## notebook 12's TV2V table, against the committed tables (exact where nothing is sampled;
+## sampled and judged cells within the band of the record and its other-CPU re-evaluation).
+record-check: venv
+	rm -rf build/record-check build/record-check-artifacts
+	NUWA_ARTIFACTS_DIR=build/record-check-artifacts $(VENV)/bin/nuwa-repro --profile mini \
+		--only 04 12 --out build/record-check --compare-to results/mini/tables --same-weights \
+		--no-progress
+
+## The record re-evaluated as another CPU would (ATen's portable kernels) from the same shipped
+## weights, its tables and metrics kept as results/$(PROFILE)-other-cpu/, then this record's
+## summary again, which shows both runs' verdicts side by side. The compute study (notebook 14)
+## decides no claim, so it is left out.
 reproduce-other-cpu: venv
 	rm -rf build/other-cpu build/other-cpu-artifacts
 	ATEN_CPU_CAPABILITY=default NUWA_ARTIFACTS_DIR=build/other-cpu-artifacts \
@@ -66,16 +84,18 @@ reproduce-other-cpu: venv
 ## Unit tests; the smoke pipeline from an empty artifact cache, its tables compared with the
 ## committed results/smoke/tables/ (exact where nothing is trained, within the band of the
 ## committed reference runs where it is); notebooks 01-02 rerun from another empty cache, which must
-## give byte-identical tables; nbval on the golden notebooks; the browser test when a Chromium
-## is there. Writes only into git-ignored build/.
-test: venv unit pipeline-check determinism nbval
+## give byte-identical tables; nbval on the golden notebooks; a slice of the shipped mini record
+## re-evaluated from its weights (the unit tests check every shipped file against its manifest);
+## the browser test when a Chromium is there. Writes only into git-ignored build/.
+test: venv unit pipeline-check determinism nbval record-check
 	@if [ -n "$(CHROMIUM)" ]; then $(MAKE) --no-print-directory test-browser; \
 	else echo "make test: no chromium on PATH, browser test skipped (Debian: apt-get install chromium)"; fi
 
-## What another CPU does: the pipeline, determinism and nbval steps of `make test` with ATen's
-## portable kernels instead of this CPU's (AVX2/AVX-512), against the same committed goldens.
+## What another CPU does: the pipeline, determinism, nbval and record steps of `make test` with
+## ATen's portable kernels instead of this CPU's (AVX2/AVX-512), against the same committed goldens.
 test-other-cpu: venv
-	ATEN_CPU_CAPABILITY=default $(MAKE) --no-print-directory pipeline-check determinism nbval
+	ATEN_CPU_CAPABILITY=default $(MAKE) --no-print-directory pipeline-check determinism nbval \
+		record-check
 
 unit: venv
 	$(PY) -m pytest tests -q -p no:cacheprovider --ignore=tests/browser

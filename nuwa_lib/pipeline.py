@@ -253,6 +253,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="after the run, compare its tables with the golden CSVs in DIR: exact "
                         "where nothing is trained, within the band of the reference runs in "
                         "DIR/../spread where it is")
+    p.add_argument("--same-weights", action="store_true",
+                   help="with --compare-to: the run re-evaluated the shipped weights of the record "
+                        "in DIR; compare only the tables it wrote, trained cells within the band of "
+                        "the record and its re-evaluation on other kernels (<profile>-other-cpu)")
     p.add_argument("--identical-to", metavar="DIR",
                    help="after the run, require each of its tables to be byte-identical to the one "
                         "in DIR (same machine, same seed: the determinism check)")
@@ -309,7 +313,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_root = results_dir(args.profile)
     print(f"executed {len(done)} notebook(s); results in {out_root}")
     failed = False
-    for ref, check, verb in ((args.compare_to, tablecheck.compare_tables, "match"),
+    compare = (lambda new, ref: tablecheck.compare_tables(new, ref, same_weights=True)) \
+        if args.same_weights else tablecheck.compare_tables
+    for ref, check, verb in ((args.compare_to, compare, "match"),
                              (args.identical_to, tablecheck.identical, "are byte-identical to")):
         if not ref:
             continue

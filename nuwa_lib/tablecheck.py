@@ -33,6 +33,14 @@ therefore has two kinds of cell:
   masked (:func:`shape_of`).
 
 Table structure (files, columns, row counts) is always exact.
+
+**The shipped record** (``same_weights=True``): a profile whose models are shipped
+(``results/<profile>/weights/``) is re-evaluated from the same weights, so nothing is trained
+and only inference rounds differently on another CPU. Its reference runs are the record
+re-evaluated under ATen's portable kernels, ``results/<profile>-other-cpu/tables/``
+(``make reproduce-other-cpu``), and a trained cell must lie in the band of the committed
+value and that run alone (the same :func:`band`: 4x their difference, at least 2%). Only the
+tables the new run wrote are compared (a slice of the record).
 """
 from __future__ import annotations
 
@@ -137,20 +145,35 @@ def spread_dirs(ref_dir: Path) -> list[Path]:
                   if p.is_dir() and p.name.startswith((KERNEL_PREFIX, SEED_PREFIX)))
 
 
-def compare_tables(new_dir: Path, ref_dir: Path,
-                   spread: Sequence[Path] | None = None) -> list[str]:
+def record_references(ref_dir: Path) -> list[Path]:
+    """The re-evaluations of a shipped record on other kernels: ``<profile>-other-cpu/tables``
+    beside ``results/<profile>/tables``."""
+    ref_dir = Path(ref_dir)
+    other = ref_dir.parent.parent / f"{ref_dir.parent.name}-other-cpu" / "tables"
+    return [other] if other.is_dir() else []
+
+
+def compare_tables(new_dir: Path, ref_dir: Path, spread: Sequence[Path] | None = None,
+                   same_weights: bool = False) -> list[str]:
     """Differences between a run's tables (``new_dir``) and the golden ones (``ref_dir``),
     one line each; empty when the run matches. ``spread``: the reference runs' table folders,
-    named ``kernels-*`` or ``seed*`` (default :func:`spread_dirs`)."""
+    named ``kernels-*`` or ``seed*`` (default :func:`spread_dirs`). ``same_weights``: the run
+    re-evaluated a shipped record (see the module's docstring)."""
     new_dir, ref_dir = Path(new_dir), Path(ref_dir)
-    spread = spread_dirs(ref_dir) if spread is None else [Path(p) for p in spread]
+    if same_weights:
+        spread = record_references(ref_dir) if spread is None else [Path(p) for p in spread]
+        if not spread:
+            return [f"{ref_dir}: no re-evaluation on other kernels to bound the trained cells "
+                    f"(make reproduce-other-cpu)"]
+    else:
+        spread = spread_dirs(ref_dir) if spread is None else [Path(p) for p in spread]
     new = {p.name for p in new_dir.glob("*.csv")}
     ref = {p.name for p in ref_dir.glob("*.csv")}
-    problems = [f"{n}: missing from the new run" for n in sorted(ref - new)]
+    problems = [] if same_weights else [f"{n}: missing from the new run" for n in sorted(ref - new)]
     problems += [f"{n}: new table, not in {ref_dir}" for n in sorted(new - ref)]
     for name in sorted(new & ref):
         problems += _compare_one(name, _read(new_dir / name), _read(ref_dir / name),
-                                 declared_trained(ref_dir, name), spread)
+                                 declared_trained(ref_dir, name), spread, same_weights)
     return problems
 
 
@@ -171,7 +194,8 @@ def identical(new_dir: Path, ref_dir: Path) -> list[str]:
     return problems
 
 
-def _compare_one(name: str, a, b, trained: list[str], spread: Sequence[Path]) -> list[str]:
+def _compare_one(name: str, a, b, trained: list[str], spread: Sequence[Path],
+                 same_weights: bool = False) -> list[str]:
     if list(a.columns) != list(b.columns):
         return [f"{name}: columns {list(a.columns)} != {list(b.columns)}"]
     if len(a) != len(b):
@@ -184,8 +208,10 @@ def _compare_one(name: str, a, b, trained: list[str], spread: Sequence[Path]) ->
         if list(s.columns) != list(b.columns) or len(s) != len(b):
             return [f"{name}: the reference run in {d} has another shape than the golden "
                     "table (make spread after changing a table)"]
-        refs[KERNEL_PREFIX if d.name.startswith(KERNEL_PREFIX) else SEED_PREFIX].append(s)
-    missing = [k + "*" for k, v in refs.items() if trained and not v]
+        kernel = same_weights or d.name.startswith(KERNEL_PREFIX)
+        refs[KERNEL_PREFIX if kernel else SEED_PREFIX].append(s)
+    missing = [k + "*" for k, v in refs.items() if trained and not v
+               and not (same_weights and k == SEED_PREFIX)]
     if missing:
         return [f"{name}: has trained columns but no {' or '.join(missing)} "
                 "reference runs to bound them (make spread)"]

@@ -240,18 +240,22 @@ def retrain(cfg: Mapping[str, Any], stages: Sequence[str] = ("all",), progress=T
 
 
 # --------------------------------------------------------------------------- notebooks
-def describe(info: Mapping[str, Any], stage: str, profile: str) -> str:
-    """One line: where a model came from (shipped, this machine's cache or trained now),
-    its steps, wall time and machine, and how to retrain it."""
+def describe(info: Mapping[str, Any], stage: str | None = None, profile: str = "") -> str:
+    """One line: where a model came from (the shipped weights, this machine's cache or
+    trained now), its steps, wall time and machine; with ``stage``, how to retrain it."""
     by = info.get("trained_by") or {}
+    threads = by.get("threads")
     made = (f"{info.get('steps', '?')} steps, {info.get('train_seconds', '?')} s on "
             f"{by.get('device', 'cpu')} {by.get('cpu') or ''}".rstrip()
-            + (f" ({by['threads']} thread{'s' if by['threads'] != 1 else ''})"
-               if by.get("threads") else "")
+            + (f" ({threads} thread{'s' if threads != 1 else ''})" if threads else "")
             + (f", commit {by['git_sha'][:7]}" if by.get("git_sha") else ""))
-    where = {"shipped": "the record's shipped weights", "loaded": "this machine's cache",
+    where = {"shipped": "shipped", "loaded": "this machine's cache",
              "trained": "trained now"}.get(info.get("source"), info.get("source", "?"))
-    return (f"{where}: {made}; retrain with `nuwa-repro --profile {profile} --retrain {stage}`")
+    return f"{where}: {made}" + (f"; {retrain_hint(stage, profile)}" if stage else "")
+
+
+def retrain_hint(stage: str, profile: str) -> str:
+    return f"retrain with `nuwa-repro --profile {profile} --retrain {stage}`"
 
 
 def live_run(cfg: Mapping[str, Any], stage: str, progress=True) -> list:
@@ -289,3 +293,17 @@ def live_run(cfg: Mapping[str, Any], stage: str, progress=True) -> list:
     every = max(1, len(hist) // 10)
     return [(i + every, sum(hist[i:i + every]) / every)
             for i in range(0, len(hist) - every + 1, every)]
+
+
+def live_line(points: Sequence) -> str:
+    """The live run's losses on one line (every tenth of the run, averaged)."""
+    shown = " → ".join(f"{loss:.2f}" for _, loss in points)
+    return f"live run, {points[-1][0] if points else 0} steps: loss {shown}"
+
+
+def source_lines(infos: Mapping[Any, Mapping], stage: str, profile: str) -> list:
+    """``describe`` of each model of a stage, one line per model (its row key first), then
+    how to retrain them."""
+    width = max((len(str(k)) for k in infos), default=0)
+    return [f"{str(k):<{width}}  {describe(i)}" for k, i in infos.items()] + \
+        [f"({retrain_hint(stage, profile)})"]

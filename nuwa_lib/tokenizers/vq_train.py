@@ -292,5 +292,8 @@ def get_tokenizers(cfg: Mapping[str, Any], names=None, *, profile=None, judges=N
         # largest first, so the long runs start early: pixels x steps
         missing.sort(key=lambda n: -configs[n].canvas ** 2 * configs[n].steps)
         map_in_processes(_train_in_worker, [(dict(cfg), n, profile) for n in missing], workers)
-    return {n: get_tokenizer(cfg, n, profile=profile, judges=judges, progress=progress)
-            for n in names}
+    got = {n: get_tokenizer(cfg, n, profile=profile, judges=judges, progress=progress)
+           for n in names}
+    # trained in a worker just now: say so, as when trained here
+    return {n: (m, {**i, "source": "trained"} if n in missing and workers > 1 else i)
+            for n, (m, i) in got.items()}
