@@ -438,7 +438,7 @@ def test_the_paper_profile_is_section_4_1(paper):
                                    "BAIR", "MSRVTT", "VSPW")}
 
 
-# ----------------------------------------------------------------------------- the README's commands
+# ------------------------------------------------------------- the commands of docs/real-data-and-gpus.md
 SCALED = {   # the paper's depth, grids, codebook and extents; the width and tokenizers shrunk
     "model": {"dim": 32, "heads": 2},
     "vqgan": {"common": {"width": 4, "code_dim": 8, "disc_width": 4, "codebook": 512}},
@@ -448,8 +448,8 @@ SCALED = {   # the paper's depth, grids, codebook and extents; the width and tok
 
 
 def _readme_commands():
-    readme = (REPO_ROOT / "README.md").read_text()
-    section = readme.split("## Running on real data and on GPUs", 1)[1].split("\n## ", 1)[0]
+    page = (REPO_ROOT / "docs" / "real-data-and-gpus.md").read_text()
+    section = page.split("\n## ", 1)[0]
     blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
     lines = [l.strip() for b in blocks for l in b.splitlines()
              if l.strip() and not l.strip().startswith("#")]
@@ -471,7 +471,7 @@ def _out(cwd):
 
 
 def test_readme_commands_train_the_paper_architecture_on_real_files(roots, tmp_path, monkeypatch):
-    """The README's three lines, as written: one process in this one, then torchrun with 2
+    """The three lines of docs/real-data-and-gpus.md, as written: one process in this one, then torchrun with 2
     processes on one node, then 2 "nodes" of 1 process each."""
     export, python, single, multi = _readme_commands()
     wanted = {catalog.root_variable(n) for n in T.PRETRAIN_ROLES.values()}

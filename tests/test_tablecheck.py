@@ -164,3 +164,28 @@ def test_trained_column_patterns_are_checked_and_recorded(tmp_path):
     prov = json.loads((tmp_path / "tables" / "t.provenance.json").read_text())
     assert prov["trained_columns"] == ["FID-0"]
     assert tablecheck.declared_trained(tmp_path / "tables", "t.csv") == ["FID-0"]
+
+
+def test_a_shipped_record_is_bounded_by_its_other_cpu_reevaluation_alone(tmp_path):
+    """Same weights, other kernels: the band is the record's value and the other-CPU run's,
+    widened (4x their difference, at least 2%); no seed runs needed; only the tables the new
+    run wrote are compared."""
+    ref = tmp_path / "mini" / "tables"
+    _table(ref, "t", "k,acc\nx,0.500\n", trained=["acc"])
+    _table(ref, "u", "k\nx\n")
+    _table(tmp_path / "mini-other-cpu" / "tables", "t", "k,acc\nx,0.510\n")
+    new = tmp_path / "new"
+    _table(new, "t", "k,acc\nx,0.545\n")                 # band [0.5 - 0.04, 0.51 + 0.04]
+    assert compare_tables(new, ref, same_weights=True) == []
+    _table(new, "t", "k,acc\nx,0.560\n")
+    (problem,) = compare_tables(new, ref, same_weights=True)
+    assert "outside" in problem and "0.56" in problem
+    _table(new, "t", "k,acc\ny,0.500\n")
+    assert "exact" in compare_tables(new, ref, same_weights=True)[0]
+
+
+def test_a_shipped_record_without_its_other_cpu_reevaluation_cannot_be_checked(tmp_path):
+    ref = tmp_path / "mini" / "tables"
+    _table(ref, "t", "k,acc\nx,0.5\n", trained=["acc"])
+    (problem,) = compare_tables(ref, ref, same_weights=True)
+    assert "reproduce-other-cpu" in problem

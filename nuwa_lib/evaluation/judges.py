@@ -161,17 +161,17 @@ def _classifier_loss(model, batch):
     return loss
 
 
-def _mixed_batch(jcfg, c, step):
+def _mixed_batch(jcfg, c, step, split="train"):
     """Step ``step``'s training pictures for CLIP and the segmenter: ``batch_size`` scenes,
     the last ``video_fraction`` of them one random frame of a moving video (objects anywhere).
     Returns (pixels (N, H, W, 3), captions, maps (N, H, W))."""
     n_video = int(round(c.batch_size * c.video_fraction))
     start = step * c.batch_size
-    img = world_data("train", c.batch_size - n_video, seed=jcfg.seed, canvas=jcfg.canvas,
+    img = world_data(split, c.batch_size - n_video, seed=jcfg.seed, canvas=jcfg.canvas,
                      single_fraction=c.single_fraction, start=start)
     pixels, captions, maps = list(img.pixels), list(img.captions), list(img.seg)
     for index in range(start + c.batch_size - n_video, start + c.batch_size):
-        scene = judge_scene("train", index, jcfg.seed, jcfg.canvas, True, None, c.single_fraction)
+        scene = judge_scene(split, index, jcfg.seed, jcfg.canvas, True, None, c.single_fraction)
         t = int(np.random.default_rng([jcfg.seed, JUDGE_STREAM, index]).integers(jcfg.frames))
         vid, seg = world.render_video(scene, t + 1)   # frames 0..t; the last one is frame t
         pixels.append(vid[-1])
@@ -203,16 +203,17 @@ _LOSSES = {"classifier": _classifier_loss, "video": _classifier_loss, "clip": _c
            "segmenter": _segmenter_loss}
 
 
-def _batches(name, jcfg, c, model):
-    """step -> judge ``name``'s training batch (inputs, targets), fresh world scenes."""
+def _batches(name, jcfg, c, model, split="train"):
+    """step -> judge ``name``'s training batch (inputs, targets), fresh world scenes (of
+    ``split``: the held-out loss reads ``val``)."""
     def batch(step):
         if name in ("classifier", "video"):
-            d = world_data("train", c.batch_size, seed=jcfg.seed, canvas=jcfg.canvas,
+            d = world_data(split, c.batch_size, seed=jcfg.seed, canvas=jcfg.canvas,
                            frames=jcfg.frames, video=name == "video",
                            single_fraction=c.single_fraction, start=step * c.batch_size)
             t = {k: torch.from_numpy(v) for k, v in scene_targets(d.scenes, d.video).items()}
             return to_tensor(d.pixels), t
-        pixels, captions, maps = _mixed_batch(jcfg, c, step)
+        pixels, captions, maps = _mixed_batch(jcfg, c, step, split)
         if name == "clip":
             return to_tensor(pixels), model.tokenizer(captions)
         return to_tensor(pixels), torch.from_numpy(maps.astype(np.int64))
@@ -241,6 +242,14 @@ def _fit(model, loss_fn, batches, steps, lr, desc, progress):
     model.eval()
     return {"steps": steps, "final_loss": float(np.mean(losses[-max(1, steps // 10):])),
             "train_seconds": round(time.perf_counter() - t0, 1), "history": losses}
+
+
+def heldout_loss(name, model, jcfg: JudgesConfig, batches: int = 4) -> float:
+    """Judge ``name``'s training loss on ``batches`` batches of the judges' ``val`` scenes."""
+    c = jcfg.judge(name)
+    make = _batches(name, jcfg, c, model, split="val")
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        return float(np.mean([float(_LOSSES[name](model, make(i))) for i in range(batches)]))
 
 
 def train_judge(name, jcfg: JudgesConfig, progress=True, steps: int | None = None):

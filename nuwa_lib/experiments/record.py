@@ -23,7 +23,7 @@ import torch
 
 from ..data import tasks as T
 from ..evaluation import judges as J
-from ..tokenizers import token_sets, vq_train
+from ..tokenizers import token_sets, vq_eval, vq_train, vqgan
 from ..training import runs, task_data
 from ..utils import cache, checkpoint, progress as P, weights
 from . import image_tasks, study, video_tasks
@@ -148,14 +148,27 @@ def resolve(cfg: Mapping[str, Any], stage: str, progress=True):
 
 
 # --------------------------------------------------------------------------- retraining
-def _losses(spec: weights.Spec, payload: Mapping, cfg) -> dict:
-    """Final train loss (mean of the last tenth of the history) and, for NÜWA, the held-out
-    loss per token on ``VAL_SAMPLES`` validation samples of each trained task."""
+def _losses(spec: weights.Spec, payload: Mapping, cfg, path) -> dict:
+    """Final train loss (mean of the last tenth of the history) and the held-out loss: a
+    judge's on its ``val`` scenes, a NÜWA model's per token on ``VAL_SAMPLES`` validation
+    samples of each trained task; a tokenizer's reconstruction error on ``VAL_SAMPLES`` held-out
+    pictures (mean squared error on [-1, 1], or the share of wrong classes for sketches)."""
     info = payload.get("info") or {}
     hist = [h["loss"] for h in payload.get("history") or [] if "loss" in h]
     train = (sum(hist[-max(1, len(hist) // 10):]) / len(hist[-max(1, len(hist) // 10):])
              if hist else info.get("final_loss"))
     out = {"train_loss": None if train is None else round(float(train), 4), "val_loss": None}
+    if spec.kind == "judges":
+        jcfg = J.JudgesConfig.from_profile(cfg)
+        out["val_loss"] = round(J.heldout_loss(payload["name"], J.load_checkpoint(path), jcfg), 4)
+    if spec.kind == "vqgan":
+        vq, _ = vq_train.load_tokenizer(path)
+        pics = vq_eval.heldout_pictures(vq.config, VAL_SAMPLES)
+        rec = vqgan.reconstruct(vq, pics)
+        err = (float((rec != pics).mean()) if vq.config.kind == "seg" else
+               float(((vqgan.to_input(rec, vq.config) - vqgan.to_input(pics, vq.config)) ** 2)
+                     .mean()))
+        out["val_loss"] = round(err, 5)
     if spec.kind == "nuwa":
         model, _ = runs.load_model_payload(spec.name, payload)
         toks = token_sets.profile_tokenizers(
@@ -168,7 +181,7 @@ def _losses(spec: weights.Spec, payload: Mapping, cfg) -> dict:
     return out
 
 
-def _record_of(spec, payload, cfg) -> dict:
+def _record_of(spec, payload, cfg, path) -> dict:
     """The manifest's account of how a model was trained."""
     if spec.kind == "study":
         info = payload.get("info") or {}
@@ -178,7 +191,7 @@ def _record_of(spec, payload, cfg) -> dict:
                              if payload.get("rows") else None}}
     info = payload.get("info") or {}
     return {"steps": info.get("steps"), "train_seconds": info.get("train_seconds"),
-            "trained_by": info.get("trained_by"), **_losses(spec, payload, cfg)}
+            "trained_by": info.get("trained_by"), **_losses(spec, payload, cfg, path)}
 
 
 def ship_resolved(cfg: Mapping[str, Any], stage: str, resolved: Sequence, progress=True) -> list:
@@ -195,7 +208,7 @@ def ship_resolved(cfg: Mapping[str, Any], stage: str, resolved: Sequence, progre
         done.add(spec.file)
         payload = (json.loads(path.read_text()) if spec.suffix == ".json"
                    else checkpoint.read_payload(path))
-        weights.ship(spec, path, stage=stage, record=_record_of(spec, payload, cfg),
+        weights.ship(spec, path, stage=stage, record=_record_of(spec, payload, cfg, path),
                      dtype=None if spec.suffix == ".json" else dtype.get(spec.kind))
         out.append(spec.file)
     return out
