@@ -54,8 +54,8 @@ from typing import Iterable, Sequence
 # A number as it appears in a table cell or inside a claim's text.
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|\bnan\b|\binf\b")
 
-# The widths of :func:`band` (goldens and reference runs of the smoke profile made on an Intel
-# Xeon, AVX-512; README "What `make test` checks" says which other machines were tried).
+# The widths of :func:`band` (reference runs of the smoke profile made on an Intel Xeon, AVX-512,
+# the goldens on an AMD EPYC, AVX-512; docs/testing.md says which other machines were tried).
 WIDEN = 4.0
 REL_FLOOR = 0.02
 # trained columns whose band is built on log(value) (a column's " std" never is)

@@ -1,4 +1,4 @@
-"""Tables of the attention benchmarks' records, as notebook 03 and the README show them.
+"""Tables of the attention benchmarks' records, as notebook 03 and docs/reference.md show them.
 
 ``results/bench/attention_cpu.json`` holds the score efficiency of the tile plans
 (``benchmarks/bench_attention.py``); ``results/bench/attention_gpu.json`` the one GPU run

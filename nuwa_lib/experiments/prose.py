@@ -113,3 +113,34 @@ def check_notebook(path, root, extra=()) -> list[str]:
     executed = json.loads(Path(path).read_text())
     values = record_values(root, Path(path).stem, executed, extra)
     return [n for text in prose_cells(executed) for n in unverified(text, values)]
+
+
+def sync_markdown(source, executed) -> int:
+    """Copy the markdown cells of a notebook ``source`` into its ``executed`` copy, matched by
+    cell id (prose written after a run, without rerunning it; code cells and outputs are left
+    alone). Returns how many cells changed; the copy is rewritten atomically."""
+    from ..utils.files import atomic_write_bytes
+
+    src = {c.get("id"): c["source"] for c in json.loads(Path(source).read_text())["cells"]
+           if c["cell_type"] == "markdown"}
+    nb = json.loads(Path(executed).read_text())
+    changed = 0
+    for c in nb["cells"]:
+        if c["cell_type"] == "markdown" and c.get("id") in src and c["source"] != src[c["id"]]:
+            c["source"], changed = src[c["id"]], changed + 1
+    if changed:
+        atomic_write_bytes(Path(executed), (json.dumps(nb, indent=1, ensure_ascii=False)
+                                            + "\n").encode())
+    return changed
+
+
+if __name__ == "__main__":     # python -m nuwa_lib.experiments.prose results/mini/notebooks
+    import sys
+
+    from ..utils.paths import NOTEBOOKS_DIR
+
+    for folder in sys.argv[1:]:
+        for path in sorted(Path(folder).glob("[0-9][0-9]_*.ipynb")):
+            n = sync_markdown(NOTEBOOKS_DIR / path.name, path)
+            if n:
+                print(f"{path}: {n} markdown cell(s) from {NOTEBOOKS_DIR / path.name}")
