@@ -107,7 +107,7 @@ def test_an_arm_is_cached_and_a_foreign_cache_file_is_refused(tiny_study, monkey
     monkeypatch.setattr(J, "get_judges", lambda *a, **kw: judges)
     arm = sc.tokenizers[0]
     rows = study._run_arm(cfg, "tokenizer", arm)
-    path, key = study._identity(cfg, "tokenizer", arm, sc)
+    path, key, _ = study._identity(cfg, "tokenizer", arm, sc)
     assert json.loads(path.read_text())["rows"] == rows
     assert study._run_arm(cfg, "tokenizer", arm) == rows
     path.write_text("{not json")

@@ -234,3 +234,18 @@ def test_the_manifest_is_json_a_reader_can_browse():
     if path.exists():
         data = json.loads(path.read_text())
         assert data["format"] == weights.MANIFEST_FORMAT and data["profile"] == "mini"
+
+
+def test_a_live_run_shows_its_losses_and_leaves_the_callers_random_state(tmp_path, monkeypatch):
+    monkeypatch.setenv("NUWA_ARTIFACTS_DIR", str(tmp_path / "artifacts"))
+    cfg = load_profile("smoke")
+    torch.manual_seed(5)
+    points = record.live_run(cfg, "judges", progress=False)
+    after = torch.rand(3)
+    torch.manual_seed(5)
+    assert torch.equal(after, torch.rand(3))
+    assert [s for s, _ in points] == list(range(1, cfg["live"]["steps"] + 1))
+    assert points[-1][1] < points[0][1]                 # the loss falls
+    assert record.live_line(points).startswith(f"live run, {cfg['live']['steps']} steps: loss")
+    with pytest.raises(ValueError, match="no live run"):
+        record.live_run(cfg, "study")

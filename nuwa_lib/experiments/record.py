@@ -154,9 +154,9 @@ def _losses(spec: weights.Spec, payload: Mapping, cfg, path) -> dict:
     samples of each trained task; a tokenizer's reconstruction error on ``VAL_SAMPLES`` held-out
     pictures (mean squared error on [-1, 1], or the share of wrong classes for sketches)."""
     info = payload.get("info") or {}
-    hist = [h["loss"] for h in payload.get("history") or [] if "loss" in h]
-    train = (sum(hist[-max(1, len(hist) // 10):]) / len(hist[-max(1, len(hist) // 10):])
-             if hist else info.get("final_loss"))
+    tail = [h["loss"] for h in payload.get("history") or [] if "loss" in h]
+    tail = tail[-max(1, len(tail) // 10):]
+    train = sum(tail) / len(tail) if tail else info.get("final_loss")
     out = {"train_loss": None if train is None else round(float(train), 4), "val_loss": None}
     if spec.kind == "judges":
         jcfg = J.JudgesConfig.from_profile(cfg)
