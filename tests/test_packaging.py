@@ -109,8 +109,9 @@ def test_make_installs_with_the_constraints_file(tmp_path):
 
 def test_readme_opens_with_the_two_commands():
     lines = [l.strip() for l in (ROOT / "README.md").read_text().splitlines()]
-    first_code = [l for l in lines[: lines.index("```", lines.index("```") + 1)] if l.startswith("make")]
-    assert first_code == ["make reproduce", "make test"]
+    start = next(i for i, l in enumerate(lines) if l.startswith("```"))
+    block = lines[start + 1: lines.index("```", start + 1)]
+    assert block == ["make reproduce", "make test"]
 
 
 @pytest.mark.parametrize("nb", notebook_order())

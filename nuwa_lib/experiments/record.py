@@ -26,6 +26,7 @@ from ..evaluation import judges as J
 from ..tokenizers import token_sets, vq_eval, vq_train, vqgan
 from ..training import runs, task_data
 from ..utils import cache, checkpoint, progress as P, weights
+from ..utils.pool import map_in_processes
 from . import image_tasks, study, video_tasks
 
 STAGES = ("judges", "tokenizers", "pretraining", "t2i", "s2i", "t2v", "v2v", "s2v",
@@ -135,10 +136,31 @@ def get_runs(cfg: Mapping[str, Any], stage: str, tokenizers=None, progress=True)
                          tokenizers=tokenizers, progress=progress)
 
 
+def _judge_in_worker(cfg, name):
+    torch.set_num_threads(1)
+    J.get_judges(cfg, names=(name,), progress=P.for_workers())
+
+
+def _train_judges(cfg, progress=True) -> None:
+    """The missing judges trained two at a time (the longest first), one process each; a
+    judge is a function of its config, so only the wall time changes."""
+    profile = cache.profile_of(cfg)
+    jcfg = J.JudgesConfig.from_profile(cfg)
+    missing = [n for n in J.JUDGE_NAMES if not cache.available(
+        J.judge_path(n, jcfg, profile), J.judge_spec(n, jcfg, profile))]
+    missing.sort(key=lambda n: (n != "video", -jcfg.judge(n).steps))   # video: 8 frames a sample
+    if len(missing) > 1:
+        with P.bar(total=len(missing), desc=f"training {len(missing)} judges, 2 at a time",
+                   progress=progress) as bar:
+            map_in_processes(_judge_in_worker, [(dict(cfg), n) for n in missing], 2,
+                             done=lambda i, _: bar.update(1))
+
+
 def resolve(cfg: Mapping[str, Any], stage: str, progress=True):
     """Every model of ``stage``: shipped, cached, or trained and cached."""
     _check_stage(stage)
     if stage == "judges":
+        _train_judges(cfg, progress)
         return J.get_judges(cfg, progress=progress)
     if stage == "tokenizers":
         return vq_train.get_tokenizers(cfg, progress=progress)
