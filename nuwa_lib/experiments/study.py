@@ -176,13 +176,10 @@ def _model_plan(cfg, arm: ModelArm, sc: StudyConfig, tokenizers):
 
 
 def _val_loss(trainer, data) -> float:
-    total, n = 0.0, len(data)
-    with torch.no_grad():
-        trainer.net.eval()
-        for i in range(0, n, 64):
-            idx = list(range(i, min(n, i + 64)))
-            total += float(trainer.loss(data.batch(idx))) * len(idx)
-    return total / n
+    from ..training import runs
+
+    trainer.net.eval()
+    return runs.heldout_loss(trainer.model, data)
 
 
 def _readout(judges, pixels, captions, video: bool) -> dict:
@@ -262,8 +259,9 @@ def tokenizer_curve(cfg, arm: TokenizerArm, sc: StudyConfig, judges, *, progress
 
 # --------------------------------------------------------------------------- runs
 def _identity(cfg, kind: str, arm, sc: StudyConfig, tokenizers=None) -> tuple:
-    """(cache path, key, shipped spec) of an arm: its config, the study's evaluation settings, the judges
-    and (model arms) the training run's hash, which covers the tokenizers and the world."""
+    """(cache path, key, shipped spec) of an arm: its config, the study's evaluation settings,
+    the judges and (model arms) the training run's hash, which covers the tokenizers and the
+    world."""
     jcfg = judge_nets.JudgesConfig.from_profile(cfg)
     key = {"version": STUDY_VERSION, "kind": kind, "arm": asdict(arm), "eval": sc.eval_key(),
            "judges": {n: judge_nets.config_hash(n, jcfg) for n in JUDGES}}

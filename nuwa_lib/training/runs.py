@@ -106,11 +106,10 @@ def save_model(path, model: Nuwa, run: Mapping, hash_: str, history, info,
                dtype: str = "float32") -> Path:
     """The finished model, its floating weights stored as ``dtype`` (``train.weights_dtype``):
     what every later use loads, so a model trained here and the shipped one are the same."""
-    cast = getattr(torch, dtype)
-    state = {k: v.to(cast) if v.is_floating_point() else v for k, v in model.state_dict().items()}
     return checkpoint.save(path, {"format": MODEL_FORMAT, "version": TRAIN_VERSION,
                                   **checkpoint.canonical(run), "hash": hash_, "info": info,
-                                  "history": history, "state_dict": state})
+                                  "history": history,
+                                  "state_dict": checkpoint.cast_floats(model.state_dict(), dtype)})
 
 
 def config_from_dict(values: Mapping) -> NuwaConfig:

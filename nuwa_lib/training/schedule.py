@@ -18,7 +18,6 @@ MODEL_FORMAT = "nuwa-model"
 TRAIN_STREAM = 3000      # world seed stream of the training draws (judges 1000, VQ 2000)
 DECAYS = ("cosine", "linear", "constant")
 SPEED_ONLY = ("threads",)   # train: keys that change speed, not results (not in the hash)
-WEIGHTS_DTYPES = ("float32", "float16", "bfloat16")
 
 
 class TrainCheckpointError(checkpoint.CheckpointError):
@@ -73,7 +72,7 @@ class TrainConfig:
         object.__setattr__(self, "weights", weights)
         if not isinstance(self.bf16, bool):
             raise ValueError(f"train.bf16 must be true or false, got {self.bf16!r}")
-        world._check("train.weights_dtype", self.weights_dtype, WEIGHTS_DTYPES)
+        world._check("train.weights_dtype", self.weights_dtype, checkpoint.DTYPES)
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise ValueError(f"train.threads must be a positive integer or null, got "
                              f"{self.threads!r}")

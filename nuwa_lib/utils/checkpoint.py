@@ -3,7 +3,7 @@
 Every trained thing of the project (judges, visual tokenizers, NÜWA models and their
 training state) is a ``torch.save``'d dict with a ``format`` tag and the config it was
 made with; the shipped weights hold the same dict as safetensors (:func:`save_safetensors`),
-and :func:`load` reads either. :func:`save` writes it to a temporary file beside the target and renames it, so
+and :func:`load` reads either. :func:`save` writes to a temporary file and renames it, so
 a reader never sees half a checkpoint and an interrupted write leaves nothing behind.
 :func:`load` reads it back and raises :class:`CheckpointError` naming the file and what
 does not match: an unreadable file, another format, or another config.
@@ -41,17 +41,21 @@ def save(path, payload: Mapping[str, Any]) -> Path:
 DTYPES = ("float32", "float16", "bfloat16")
 
 
+def cast_floats(state: Mapping[str, torch.Tensor], dtype: str) -> dict:
+    """``state`` with its floating tensors as ``dtype`` (one of :data:`DTYPES`)."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    cast = getattr(torch, dtype)
+    return {k: v.to(cast) if v.is_floating_point() else v for k, v in state.items()}
+
+
 def save_safetensors(path, payload: Mapping[str, Any], dtype: str | None = None) -> Path:
     """A checkpoint payload as safetensors: ``payload["state_dict"]``'s tensors (floating
     ones cast to ``dtype`` when given), the rest as JSON under the header key ``payload``."""
     from safetensors.torch import save_file
 
-    if dtype is not None and dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    state = payload["state_dict"]
-    cast = getattr(torch, dtype) if dtype else None
-    tensors = {k: (v.to(cast) if cast is not None and v.is_floating_point() else v)
-               .detach().cpu().contiguous() for k, v in state.items()}
+    state = cast_floats(payload["state_dict"], dtype) if dtype else payload["state_dict"]
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     rest = {k: v for k, v in payload.items() if k != "state_dict"}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"payload": json.dumps(canonical(rest))})
