@@ -6,7 +6,7 @@ import torch
 
 from nuwa_lib.data import splits, world
 from nuwa_lib.evaluation import judge_nets
-from nuwa_lib.tokenizers import quantizer, vq_eval, vq_train, vqgan as V
+from nuwa_lib.tokenizers import losses as L, quantizer, vq_eval, vq_train, vqgan as V
 from nuwa_lib.utils import checkpoint
 
 TINY = dict(codebook=16, code_dim=8, width=8, steps=6, batch_size=4, restart_every=2,
@@ -144,6 +144,44 @@ def test_the_commitment_term_pulls_the_encoder_towards_its_codes():
     tr, _ = vq_train.train_tokenizer(tiny(kind="vqvae", steps=30, restart_every=1000),
                                      progress=False)
     assert tr.history[-1]["commit"] < 0.75 * tr.history[0]["commit"]
+
+
+def test_each_kind_trains_with_the_terms_of_its_recipe(classifier):
+    """The trainer composes losses.RECIPES: perceptual and GAN terms for the VQ-GAN only, a
+    class cross-entropy for sketches; each term is a function of losses.py."""
+    assert set(L.RECIPES) == set(V.KINDS)
+    logs = {}
+    for kind in V.KINDS:
+        tr = vq_train.Trainer(tiny(kind=kind, steps=2, disc_start=0.0), classifier)
+        logs[kind] = tr.train_step()
+        assert (tr.disc is not None) == L.RECIPES[kind].adversarial
+        assert (tr.features is not None) == L.RECIPES[kind].perceptual
+    assert {"perceptual", "gan_g", "gan_d"} <= set(logs["vqgan"])
+    assert not {"perceptual", "gan_g", "gan_d"} & (set(logs["vqvae"]) | set(logs["seg"]))
+    x, raw = V.training_batch(tiny(kind="seg"), 0)
+    logits = torch.zeros(x.shape)
+    logits.scatter_(1, torch.as_tensor(raw).long()[:, None], 50.0)   # certain and right
+    assert float(L.class_reconstruction(logits, x, raw)) < 1e-6
+    assert float(L.pixel_reconstruction(x, x)) == 0.0
+    disc = L.PatchDiscriminator(3, 8, 32)
+    real, fake = V.training_batch(tiny(), 0)[0], torch.zeros(4, 3, 32, 32, requires_grad=True)
+    L.discriminator_loss(disc, real, fake).backward()
+    assert fake.grad is None                      # D's step leaves the generator alone
+    assert float(L.generator_loss(disc, fake)) > 0
+
+
+def test_training_batches_draw_the_same_pictures_as_the_world_samples():
+    """training_batch renders only the picture it uses; it must be the sample's own."""
+    for kind in ("vqgan", "seg"):
+        c = tiny(kind=kind, batch_size=16, frame_fraction=0.5)
+        _, raw = V.training_batch(c, 3)
+        rng = np.random.default_rng([c.seed, V.VQ_STREAM, 3])
+        roles = V.SEG_ROLES if kind == "seg" else V.IMAGE_ROLES
+        for pic in raw:
+            index, frame = int(rng.integers(c.train_size)), rng.random() < c.frame_fraction
+            s = splits.sample(roles[frame], "train", index, c.seed, c.canvas)
+            t = int(rng.integers(s.video.shape[0])) if frame else None
+            assert np.array_equal(pic, V.sample_picture(c, s, t))
 
 
 def test_vqgan_trains_all_its_losses(classifier):

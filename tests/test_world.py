@@ -370,3 +370,15 @@ def test_any_sample_has_the_right_dtype_shape_seg_range_and_a_lowercase_caption(
     assert (s.image is None) != (s.video is None)
     assert s.caption == s.caption.lower() and s.caption.startswith("a ")
     assert 1 <= len(s.scene.objects) <= 2
+
+
+def test_one_frame_is_drawn_as_in_the_whole_video():
+    rng = np.random.default_rng(5)
+    for n in (1, 2):
+        scene = w.random_scene(rng, 32, n, video=True)
+        vid, seg = w.render_video(scene, 8)
+        for t in (0, 3, 7):
+            img, s = w.render_frame(scene, t, 8)
+            assert np.array_equal(img, vid[t]) and np.array_equal(s, seg[t])
+    with pytest.raises(ValueError, match="frame 8"):
+        w.render_frame(scene, 8, 8)

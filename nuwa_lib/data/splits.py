@@ -15,6 +15,7 @@ from .world import (
     CANVASES,
     SPLITS,
     Sample,
+    Scene,
     _check,
     _check_min,
     caption,
@@ -65,25 +66,29 @@ def _check_zeroshot(role, split):
                          f"not for the image role {role!r}")
 
 
-def sample(role, split, index, seed=0, canvas=32, frames=8) -> Sample:
-    """The ``index``-th sample of a role's split, a pure function of the arguments."""
+def scene(role, split, index, seed=0, canvas=32) -> Scene:
+    """The scene of ``sample(role, split, index, seed, canvas)``, without rendering it."""
     _check("role", role, tuple(ROLES))
     _check("split", split, SPLITS)
     index, seed = _check_min("index", index, 0), _check_min("seed", seed, 0)
     _check("canvas", canvas, CANVASES)
-    frames = _check_min("frames", frames, 1)
     spec = ROLES[role]
     _check_zeroshot(role, split)
     rng = np.random.default_rng([seed, _ROLE_ID[role], SPLITS.index(split), index])
     lo, hi = spec.n_objects
     n = lo if lo == hi else int(rng.integers(lo, hi + 1))
-    video = spec.kind == "video"
-    scene = random_scene(rng, canvas, n, video, True, split == "zeroshot")
-    if video:
-        vid, seg = render_video(scene, frames)
-        return Sample(scene, None, vid, seg, caption(scene, True), role, split, index)
-    img, seg = render_image(scene)
-    return Sample(scene, img, None, seg, caption(scene), role, split, index)
+    return random_scene(rng, canvas, n, spec.kind == "video", True, split == "zeroshot")
+
+
+def sample(role, split, index, seed=0, canvas=32, frames=8) -> Sample:
+    """The ``index``-th sample of a role's split, a pure function of the arguments."""
+    frames = _check_min("frames", frames, 1)
+    sc = scene(role, split, index, seed, canvas)
+    if ROLES[role].kind == "video":
+        vid, seg = render_video(sc, frames)
+        return Sample(sc, None, vid, seg, caption(sc, True), role, split, index)
+    img, seg = render_image(sc)
+    return Sample(sc, img, None, seg, caption(sc), role, split, index)
 
 
 class WorldSplit(Sequence):

@@ -323,6 +323,23 @@ def render_video(scene: Scene, frames=8, speed=DEFAULT_SPEED):
     return vid, seg
 
 
+def render_frame(scene: Scene, t: int, frames=8, speed=DEFAULT_SPEED):
+    """Frame ``t`` of ``render_video(scene, frames, speed)`` alone: (image (H,W,3), seg (H,W)),
+    the same pixels without drawing the other frames."""
+    frames = _check_min("frames", frames, 1)
+    if not 0 <= t < frames:
+        raise ValueError(f"frame {t} is outside the video's {frames} frames")
+    c = scene.canvas
+    img = texture(scene.background, scene.texture_seed, c).copy()
+    seg = np.full((c, c), BACKGROUNDS.index(scene.background), np.uint8)
+    for o in scene.objects:
+        x, y = trajectory(o, t + 1, speed, c)[t]
+        m = _mask(o.shape, o.size, float(x), float(y), c)
+        img[m] = _COLOUR_ARR[o.colour]
+        seg[m] = len(BACKGROUNDS) + SHAPES.index(o.shape)
+    return img, seg
+
+
 # --------------------------------------------------------------------------- captions
 def _motion_phrase(m):
     return "stays still" if m == "still" else f"moves {m}"

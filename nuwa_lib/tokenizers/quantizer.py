@@ -8,6 +8,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
+from .losses import commitment
+
 
 class EMAQuantizer(nn.Module):
     """Nearest-code lookup (Eq. 1) with an EMA codebook and dead-code restart.
@@ -76,7 +78,7 @@ class EMAQuantizer(nn.Module):
             self._ema_update(flat.detach(), idx)
             self.hits += counts
         zq = self.codebook[idx]
-        commit = F.mse_loss(flat, zq.detach())
+        commit = commitment(flat, zq)
         zq = flat + (zq - flat).detach()            # straight-through estimator
         zq = rearrange(zq, "(b h w) d -> b d h w", b=b, h=h, w=w)
         return zq, idx.view(b, h, w), commit, counts

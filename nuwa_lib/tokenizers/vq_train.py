@@ -13,7 +13,6 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 
 from ..data import world
@@ -23,12 +22,7 @@ from ..utils.cache import artifact_path, available, fetch, profile_of, source_of
 from ..utils.provenance import training_record
 from ..utils.weights import Spec
 from ..utils.pool import map_in_processes
-from .losses import (
-    PatchDiscriminator,
-    PerceptualFeatures,
-    _adaptive_weight,
-    perceptual_loss,
-)
+from . import losses as L
 from .vqgan import (
     CHECKPOINT_FORMAT,
     KINDS,
@@ -49,20 +43,27 @@ class Trainer:
     history. :meth:`run` continues from :attr:`step`; :meth:`state` / :meth:`load_state`
     move everything in and out of a checkpoint."""
 
-    def __init__(self, config: VQConfig, classifier=None, judge_canvas=32):
+    def __init__(self, config: VQConfig, classifier=None, judge_canvas=32, *,
+                 channels_last=False):
         self.config = c = config
+        self.batch = training_batch          # (config, step) -> (input, raw pictures)
+        self.recipe = r = L.RECIPES[c.kind]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(c.seed * 1000 + KINDS.index(c.kind))
             self.model = VQModel(c)
-            self.disc = PatchDiscriminator(3, c.disc_width, c.canvas) if c.kind == "vqgan" else None
-        if c.kind == "vqgan":
+            self.disc = L.PatchDiscriminator(3, c.disc_width, c.canvas) if r.adversarial else None
+        self.features = None
+        if r.perceptual:
             if classifier is None:
-                raise ValueError("a VQ-GAN needs the world classifier judge for its perceptual "
-                                 "loss (Eq. 4): pass classifier=")
-            self.features = PerceptualFeatures(classifier, judge_canvas)
+                raise ValueError(f"a {c.kind} tokenizer needs the world classifier judge for its "
+                                 "perceptual loss (Eq. 4): pass classifier=")
+            self.features = L.PerceptualFeatures(classifier, judge_canvas)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=c.lr, betas=(0.5, 0.9))
         self.opt_d = (torch.optim.Adam(self.disc.parameters(), lr=c.lr, betas=(0.5, 0.9))
                       if self.disc is not None else None)
+        if channels_last:         # a memory format: speed only, the same numbers up to rounding
+            for net in filter(None, (self.model, self.disc, self.features)):
+                net.to(memory_format=torch.channels_last)
         self.step, self.history = 0, []
         self.disc_from = int(c.disc_start * c.steps)
 
@@ -77,32 +78,33 @@ class Trainer:
         c, step = self.config, self.step
         gen = torch.Generator().manual_seed(int(np.random.default_rng([c.seed, VQ_STREAM + 1, step])
                                                 .integers(2 ** 62)))
-        x, raw = training_batch(c, step)
+        x, raw = self.batch(c, step)
         for opt in filter(None, (self.opt, self.opt_d)):
             for group in opt.param_groups:
                 group["lr"] = self._lr(step)
         self.model.train()
         out, idx, commit, counts = self.model(x, gen)
-        rec = (F.cross_entropy(out, torch.as_tensor(raw).long()) if c.kind == "seg"
-               else F.mse_loss(out, x))
+        # the terms of the tokenizer's recipe (losses.RECIPES): Eq. 3, then Eqs. 4 and 5
+        rec = self.recipe.reconstruction(out, x, raw)
         loss = rec + c.beta * commit
         log = {"step": step, "rec": rec.item(), "commit": commit.item()}
-        if c.kind == "vqgan":
-            perc = perceptual_loss(self.features, out, x)
+        fidelity = rec
+        if self.features is not None:
+            perc = L.perceptual_loss(self.features, out, x)
+            fidelity = rec + c.perceptual_weight * perc
             loss = loss + c.perceptual_weight * perc
             log["perceptual"] = perc.item()
-            if step >= self.disc_from:
-                g = F.softplus(-self.disc(out)).mean()          # -log D(Î), Eq. 5
-                lam = _adaptive_weight(rec + c.perceptual_weight * perc, g,
-                                       self.model.decoder.out.weight)
-                loss = loss + c.gan_weight * lam * g
-                log.update(gan_g=g.item(), gan_weight=float(c.gan_weight * lam))
+        gan = self.disc is not None and step >= self.disc_from
+        if gan:
+            g = L.generator_loss(self.disc, out)
+            lam = L.adaptive_weight(fidelity, g, self.model.decoder.out.weight)
+            loss = loss + c.gan_weight * lam * g
+            log.update(gan_g=g.item(), gan_weight=float(c.gan_weight * lam))
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-        if self.disc is not None and step >= self.disc_from:
-            # D maximises log D(I) + log(1 - D(Î)) (Eq. 5), as a cross-entropy
-            d_loss = (F.softplus(-self.disc(x)).mean() + F.softplus(self.disc(out.detach())).mean())
+        if gan:
+            d_loss = L.discriminator_loss(self.disc, x, out)
             self.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             self.opt_d.step()

@@ -50,6 +50,7 @@ VQ_VERSION = 1
 CHECKPOINT_FORMAT = "nuwa-vq"
 STATE_FORMAT = "nuwa-vq-training-state"
 VQ_STREAM = 2000          # world seed stream of the tokenizers' training picks
+FRAMES = 8                # frames of the video roles' clips (splits.sample's default)
 IMAGE_ROLES = ("cc", "moments")     # stills from the image role, frames from the video role
 SEG_ROLES = ("cocostuff", "vspw")
 SECTION_KEYS = {"threads", "workers", "common", "models", "tokenizer", "sketch_tokenizer", "paper_rows", "eval"}
@@ -242,9 +243,13 @@ def training_batch(config: VQConfig, step: int):
     for _ in range(config.batch_size):
         index = int(rng.integers(config.train_size))
         frame = rng.random() < config.frame_fraction       # else a still of the image role
-        s = splits.sample(roles[frame], "train", index, config.seed, config.canvas)
-        t = int(rng.integers(s.video.shape[0])) if frame else None
-        pics.append(sample_picture(config, s, t))
+        scene = splits.scene(roles[frame], "train", index, config.seed, config.canvas)
+        # only the picture used is drawn: a frame of the video role's 8-frame clip, or the still
+        if frame:
+            pic, seg = world.render_frame(scene, int(rng.integers(FRAMES)), FRAMES)
+        else:
+            pic, seg = world.render_image(scene)
+        pics.append(seg if config.kind == "seg" else pic)
     raw = np.stack(pics)
     return to_input(raw, config), raw
 
