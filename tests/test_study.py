@@ -99,7 +99,46 @@ def test_a_tokenizer_arm_reads_pictures_before_and_after(tiny_study):
     rows = study.tokenizer_curve(cfg, sc.tokenizers[0], sc, judges)
     assert [r["step"] for r in rows] == [1, 2]
     assert rows[0]["Acc before"] == rows[1]["Acc before"]
-    assert all(0 <= r["Acc after"] <= 1 and -1 <= r["SSIM"] <= 1 for r in rows)
+    assert all(0 <= r["Acc after"] <= 1 and -1 <= r["SSIM"] <= 1 and 0 < r["usage"] <= 1
+               for r in rows)
+    assert rows[0]["arm"] == "tokenizer width=4" and rows[0]["width"] == 4
+    assert rows[0]["kind"] == cfg["vqgan"]["models"][cfg["vqgan"]["tokenizer"]].get(
+        "kind", "vqgan")
+
+
+def test_tokenizer_arms_change_any_setting_and_name_bad_ones():
+    arm = study._tokenizer_arm("t", {"steps": 30, "kind": "vqvae", "code_dim": 8,
+                                     "l2_codes": True})
+    assert arm.changes == (("code_dim", 8), ("kind", "vqvae"), ("l2_codes", True))
+    assert arm.label == "tokenizer code_dim=8 kind=vqvae l2_codes=True"
+    c = study._tokenizer_config(smoke(), arm)
+    assert (c.kind, c.code_dim, c.l2_codes, c.steps) == ("vqvae", 8, True, 30)
+    assert study._tokenizer_arm("t", {"steps": 5}).label == "tokenizer as profiled"
+    with pytest.raises(ValueError, match="unknown tokenizer setting.*colour"):
+        study._tokenizer_arm("study.tokenizers[1]", {"steps": 5, "colour": 1})
+    with pytest.raises(ValueError, match="study.tokenizers\\[1\\]: kind"):
+        study._tokenizer_arm("study.tokenizers[1]", {"steps": 5, "kind": "gan"})
+    with pytest.raises(ValueError, match="steps"):
+        study._tokenizer_arm("t", {"width": 5})
+
+
+def test_the_cheapest_tokenizer_point_that_meets_every_target_is_chosen():
+    def row(arm, step, steps, acc, shape, colour):
+        return {"arm": arm, "step": step, "steps": steps, "Acc after / before": acc,
+                "shape after / before": shape, "colour after": colour}
+    rows = [row("a", 500, 1000, 0.85, 0.95, 0.99), row("a", 1000, 1000, 0.92, 0.95, 0.99),
+            row("b", 250, 500, 0.95, 0.91, 0.98), row("b", 500, 500, 0.97, 0.89, 0.99),
+            row("c", 100, 100, 0.99, 0.99, 0.5)]
+    # a: 600 s for 1000 steps; b: 1000 s for 500 steps -> b's step 250 costs 500 s < 600 s
+    got = study.tokenizer_choice(rows, {"a": 600.0, "b": 1000.0, "c": 1.0})
+    assert got["row"]["arm"] == "b" and got["row"]["step"] == 250 and got["seconds"] == 500
+    assert study.tokenizer_choice(rows, {"a": 600.0}) ["row"]["step"] == 1000
+    assert got["meets"] and study.target_share(got["row"]) >= 1
+    # none meets them: the arm whose last point comes nearest (a: shape 0.95, Acc 0.85/0.9)
+    near = study.tokenizer_choice(rows[:1] + rows[-1:], {"a": 1.0, "c": 1.0})
+    assert not near["meets"] and near["row"]["arm"] == "a"
+    assert study.target_share(near["row"]) == pytest.approx(0.85 / 0.9)
+    assert study.tokenizer_choice([], {}) is None
 
 
 def test_an_arm_is_cached_and_a_foreign_cache_file_is_refused(tiny_study, monkeypatch):
@@ -110,6 +149,9 @@ def test_an_arm_is_cached_and_a_foreign_cache_file_is_refused(tiny_study, monkey
     path, key, _ = study._identity(cfg, "tokenizer", arm, sc)
     assert json.loads(path.read_text())["rows"] == rows
     assert study._run_arm(cfg, "tokenizer", arm) == rows
+    seconds = study.tokenizer_seconds(cfg)          # its training time, evaluations left out
+    assert list(seconds) == [arm.label] and 0 < seconds[arm.label] < \
+        json.loads(path.read_text())["info"]["train_seconds"]
     path.write_text("{not json")
     with pytest.raises(checkpoint.CheckpointError, match="delete it"):
         study._run_arm(cfg, "tokenizer", arm)
@@ -139,16 +181,16 @@ def test_reading_the_rows():
 def test_findings_are_written_from_the_rows():
     rows = [_row("T2I", 64, 100, 1.0, 0.05), _row("T2I", 64, 1000, 10.0, 0.15),
             _row("T2V", 64, 10, 2.0, 0.02), _row("T2V", 64, 100, 20.0, 0.30)]
-    toks = [{"width": 16, "steps": 10, "step": 10, "Acc before": 0.8, "Acc after": 0.4,
-             "Acc after / before": 0.5, "shape before": 0.9, "shape after": 0.55,
-             "SSIM": 0.7}]
+    toks = [{"arm": "tokenizer width=16", "steps": 10, "step": 10, "Acc before": 0.8,
+             "Acc after": 0.4, "Acc after / before": 0.5, "shape before": 0.9,
+             "shape after": 0.55, "colour after": 0.9, "SSIM": 0.7, "usage": 0.5}]
     toks = [dict(toks[0], step=5, **{"Acc after / before": 0.3}), toks[0]]
     text = study.findings(rows, toks, smoke(), {"T2I": 0.5, "T2V": 0.4, "tokenizer": 0.9})
     assert "Acc/ceiling 0.30" in text and "val loss 2.850" in text        # T2I's last point
     assert "No point reached the target Acc ≥ 0.5" in text
     assert "about 100 TFLOP" in text            # 0.1 -> 0.3 of the ceiling per decade: 0.5 at 10x
     assert "The target Acc ≥ 0.4 × ceiling was first reached at 20 TFLOP" in text
-    assert "Acc 0.400 after the VQ-GAN against 0.800 before (0.50 of it)" in text
+    assert "Acc 0.400 after the tokenizer against 0.800 before (0.50 of it)" in text
     assert "shapes read 0.550" in text
     # 0.3 -> 0.5 of the before-Acc over one doubling of steps: 0.9 two doublings after step 10
     assert "Acc after / before ≥ 0.9 is not reached" in text and "about 40 steps" in text

@@ -1,5 +1,7 @@
 """Specifications of the visual tokenizers (Sec. 3.1, Eqs. 1-5): grids, gradients, the
 codebook, checkpoints and resuming."""
+import inspect
+
 import numpy as np
 import pytest
 import torch
@@ -104,6 +106,15 @@ def test_ema_moves_used_codes_towards_their_features():
     assert q.cluster_size[1] < 1                                     # ... while its count decays
 
 
+def test_l2_codes_live_on_the_unit_sphere_and_change_the_hash_only_when_set():
+    tr, _ = vq_train.train_tokenizer(tiny(kind="vqvae", l2_codes=True, steps=4), progress=False)
+    norms = tr.model.quantizer.codebook.norm(dim=1)
+    assert torch.allclose(norms, torch.ones_like(norms), atol=1e-5)
+    assert "l2_codes" not in tiny().key()          # older models keep their hashes
+    assert V.config_hash(tiny()) != V.config_hash(tiny(l2_codes=True))
+    assert tiny(l2_codes=True).key()["l2_codes"] is True
+
+
 def test_dead_code_restart_revives_unused_codes():
     torch.manual_seed(0)
     q = quantizer.EMAQuantizer(8, 4, decay=0.5).train()
@@ -150,6 +161,7 @@ def test_each_kind_trains_with_the_terms_of_its_recipe(classifier):
     """The trainer composes losses.RECIPES: perceptual and GAN terms for the VQ-GAN only, a
     class cross-entropy for sketches; each term is a function of losses.py."""
     assert set(L.RECIPES) == set(V.KINDS)
+    assert ".kind" not in inspect.getsource(vq_train.Trainer.train_step)   # the table decides
     logs = {}
     for kind in V.KINDS:
         tr = vq_train.Trainer(tiny(kind=kind, steps=2, disc_start=0.0), classifier)

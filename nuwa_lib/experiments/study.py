@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from pathlib import Path
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Mapping, Sequence
 
@@ -40,6 +41,7 @@ from ..utils.cache import artifact_path, available, fetch, key_hash
 from ..utils.files import write_json
 from ..utils.pool import map_in_processes
 from ..utils.provenance import training_record
+from ..utils import weights
 from ..utils.weights import Spec
 
 STUDY_VERSION = 1
@@ -63,13 +65,24 @@ class ModelArm:
 
 @dataclass(frozen=True)
 class TokenizerArm:
-    """The profile's image tokenizer at ``width`` channels, trained for ``steps``."""
-    width: int
+    """The profile's image tokenizer (``vqgan.tokenizer``) with ``changes`` to its settings
+    (``((VQConfig field, value), ...)``: width, codebook, code_dim, kind, lr, ...), trained
+    for ``steps``."""
     steps: int
+    changes: tuple = ()
 
     @property
     def label(self) -> str:
-        return f"tokenizer width={self.width}"
+        return "tokenizer " + (" ".join(f"{k}={_fmt(v)}" for k, v in self.changes)
+                               or "as profiled")
+
+
+def _fmt(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+SWEPT = ("kind", "width", "codebook", "code_dim", "l2_codes", "lr", "disc_start",
+         "perceptual_weight")   # the settings every tokenizer row shows
 
 
 @dataclass(frozen=True)
@@ -78,6 +91,7 @@ class StudyConfig:
     tokenizers: tuple
     points: int = 4            # evaluation points per arm
     prompts: int = 64          # held-out test prompts sampled per point
+    pictures: int = 0          # held-out pictures per tokenizer point (0: ``prompts``)
     val: int = 256             # validation samples for the loss
     data_size: int = 4000      # training samples tokenized per task
     temperature: float = 1.0
@@ -98,7 +112,7 @@ class StudyConfig:
                              f"{', '.join(sorted(allowed))}")
         models = tuple(_arm(ModelArm, f"study.models[{i}]", a)
                        for i, a in enumerate(section.pop("models", None) or []))
-        toks = tuple(_arm(TokenizerArm, f"study.tokenizers[{i}]", a)
+        toks = tuple(_tokenizer_arm(f"study.tokenizers[{i}]", a)
                      for i, a in enumerate(section.pop("tokenizers", None) or []))
         for i, a in enumerate(models):
             if a.task not in TASKS:
@@ -114,12 +128,20 @@ class StudyConfig:
                 **section)
         for name in ("points", "prompts", "val", "data_size", "workers", "threads"):
             _positive_int(f"study.{name}", getattr(c, name))
+        if c.pictures:
+            _positive_int("study.pictures", c.pictures)
         return c
 
-    def eval_key(self) -> dict:
-        """What an arm's numbers depend on besides the arm (not workers or threads)."""
-        return {k: v for k, v in asdict(self).items()
-                if k not in ("models", "tokenizers", "workers", "threads", "targets")}
+    @property
+    def tokenizer_pictures(self) -> int:
+        return self.pictures or self.prompts
+
+    def eval_key(self, kind: str = "model") -> dict:
+        """What an arm's numbers depend on besides the arm (not workers or threads); a
+        model arm's leaves out the tokenizer arms' ``pictures``."""
+        skip = ("models", "tokenizers", "workers", "threads", "targets") + \
+            (("pictures",) if kind == "model" else ())
+        return {k: v for k, v in asdict(self).items() if k not in skip}
 
 
 def _positive_int(where: str, v) -> None:
@@ -140,6 +162,25 @@ def _arm(kind, where: str, values) -> Any:
         elif f != "task":
             _positive_int(f"{where}.{f}", v)
     return arm
+
+
+def _tokenizer_arm(where: str, values) -> TokenizerArm:
+    """``{steps: N, <VQConfig field>: value, ...}`` -> a :class:`TokenizerArm`."""
+    if not isinstance(values, Mapping) or "steps" not in values:
+        raise ValueError(f"{where} must set steps and any settings of the tokenizer, "
+                         f"got {values!r}")
+    _positive_int(f"{where}.steps", values["steps"])
+    allowed = set(vqgan.VQConfig.__dataclass_fields__) - {"steps", "seed", "train_size"}
+    changes = {k: v for k, v in values.items() if k != "steps"}
+    unknown = set(changes) - allowed
+    if unknown:
+        raise ValueError(f"{where}: unknown tokenizer setting(s) {sorted(unknown)}; allowed: "
+                         f"{', '.join(sorted(allowed))}")
+    try:
+        vqgan.VQConfig(**changes)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where}: {err}") from None
+    return TokenizerArm(int(values["steps"]), tuple(sorted(changes.items())))
 
 
 def eval_steps(steps: int, points: int) -> list:
@@ -229,32 +270,46 @@ def model_curve(cfg, arm: ModelArm, sc: StudyConfig, judges, tokenizers, *,
 # ------------------------------------------------------------------ tokenizer arms
 def _tokenizer_config(cfg, arm: TokenizerArm) -> vqgan.VQConfig:
     base = vqgan.configs_from_profile(cfg)[(cfg.get("vqgan") or {}).get("tokenizer")]
-    return replace(base, width=arm.width, steps=arm.steps)
+    return replace(base, steps=arm.steps, **dict(arm.changes))
 
 
-def tokenizer_curve(cfg, arm: TokenizerArm, sc: StudyConfig, judges, *, progress=False) -> list:
+def tokenizer_curve(cfg, arm: TokenizerArm, sc: StudyConfig, judges, *, progress=False,
+                    timing: dict | None = None) -> list:
     """The rows of one tokenizer arm: the classifier's reading of held-out test pictures
-    before and after the VQ-GAN, at each evaluation step."""
+    before and after the tokenizer, their SSIM and the codebook's usage, at each evaluation
+    step. ``timing`` (a dict) receives the seconds spent training, evaluations left out."""
     config = _tokenizer_config(cfg, arm)
     ws = task_data.world_settings(cfg)
-    jcanvas = ws["canvas"]
-    pics = vq_eval.heldout_pictures(config, sc.prompts)
-    caps = task_data.captions_of("mscoco", "test", range(sc.prompts), **ws)
+    jcanvas, n = ws["canvas"], sc.tokenizer_pictures
+    pics = vq_eval.heldout_pictures(config, n)
+    caps = task_data.captions_of("mscoco", "test", range(n), **ws)
     raw = metrics.attribute_agreement(judges.classifier, vq_eval.downsample(pics, jcanvas), caps)
     tr = vq_train.Trainer(config, judges.classifier, jcanvas)
     rows = []
+    seconds = 0.0
     for step in eval_steps(arm.steps, sc.points):
+        t0 = time.perf_counter()
         tr.run(until=step, progress=progress)
+        seconds += time.perf_counter() - t0
         rec = vqgan.reconstruct(tr.model, pics)
         got = metrics.attribute_agreement(judges.classifier, vq_eval.downsample(rec, jcanvas), caps)
-        rows.append({"width": arm.width, "steps": arm.steps, "step": step,
+        rows.append({"arm": arm.label, **{k: getattr(config, k) for k in SWEPT},
+                     "steps": arm.steps, "step": step,
                      "parameters": sum(q.numel() for q in tr.model.parameters()),
                      "Acc before": raw["all"], "Acc after": got["all"],
-                     "Acc after / before": got["all"] / raw["all"] if raw["all"] else None,
+                     "Acc after / before": _ratio(got["all"], raw["all"]),
                      "shape before": raw["shape"], "shape after": got["shape"],
+                     "shape after / before": _ratio(got["shape"], raw["shape"]),
                      "colour after": got["colour"], "SSIM": metrics.ssim(pics, rec),
-                     "pictures": sc.prompts})
+                     "usage": vq_eval.codebook_usage(tr.model, pics)["usage"],
+                     "pictures": n})
+    if timing is not None:
+        timing["train_seconds"] = round(seconds, 1)
     return rows
+
+
+def _ratio(a, b):
+    return a / b if b else None
 
 
 # --------------------------------------------------------------------------- runs
@@ -263,7 +318,7 @@ def _identity(cfg, kind: str, arm, sc: StudyConfig, tokenizers=None) -> tuple:
     the judges and (model arms) the training run's hash, which covers the tokenizers and the
     world."""
     jcfg = judge_nets.JudgesConfig.from_profile(cfg)
-    key = {"version": STUDY_VERSION, "kind": kind, "arm": asdict(arm), "eval": sc.eval_key(),
+    key = {"version": STUDY_VERSION, "kind": kind, "arm": asdict(arm), "eval": sc.eval_key(kind),
            "judges": {n: judge_nets.config_hash(n, jcfg) for n in JUDGES}}
     if kind == "model":
         key["run"] = _model_plan(cfg, arm, sc, tokenizers).hash
@@ -271,6 +326,8 @@ def _identity(cfg, kind: str, arm, sc: StudyConfig, tokenizers=None) -> tuple:
         config = _tokenizer_config(cfg, arm)
         key["tokenizer"] = vqgan.config_hash(config, key["judges"]["classifier"])
     name = arm.label.replace(" ", "_").replace("=", "")
+    if kind == "tokenizer":
+        name = f"{name}_{arm.steps}"
     hash_ = key_hash(checkpoint.canonical(key))
     spec = Spec(cfg.get("name"), "study", name, hash_, key, slot=f"study/{kind}/{name}",
                 suffix=".json")
@@ -298,16 +355,34 @@ def _run_arm(cfg, kind: str, arm, tokenizers=None, progress=False) -> list:
         torch.set_num_threads(sc.threads)
         t0 = time.perf_counter()
         judges = J.get_judges(cfg, names=JUDGES, progress=False)
+        timing: dict = {}
         if kind == "model":
             rows = model_curve(cfg, arm, sc, judges, tokenizers, progress=progress)
         else:
-            rows = tokenizer_curve(cfg, arm, sc, judges, progress=progress)
+            rows = tokenizer_curve(cfg, arm, sc, judges, progress=progress, timing=timing)
         info = {"steps": arm.steps, "train_seconds": round(time.perf_counter() - t0, 1),
+                **{f"training_only_{k}": v for k, v in timing.items()},
                 "trained_by": training_record(sc.threads)}
         write_json(path, {"key": checkpoint.canonical(key), "rows": rows, "info": info})
         return rows
 
     return fetch(path, load, build, spec=spec)[0]
+
+
+def tokenizer_seconds(cfg) -> dict:
+    """{tokenizer arm label: seconds its training took} (evaluations left out), from the
+    arms' shipped or cached results: what a tokenizer's steps cost on the machine that ran
+    them (``trained_by`` in the file says which)."""
+    sc = StudyConfig.from_profile(cfg)
+    out = {}
+    for arm in sc.tokenizers:
+        path, _, spec = _identity(cfg, "tokenizer", arm, sc)
+        found = weights.find(spec) or (path if Path(path).exists() else None)
+        if found is not None:
+            info = json.loads(Path(found).read_text()).get("info") or {}
+            if "training_only_train_seconds" in info:
+                out[arm.label] = float(info["training_only_train_seconds"])
+    return out
 
 
 def run_study(cfg, *, tokenizers=None, progress=True) -> dict:
@@ -345,7 +420,8 @@ def run_study(cfg, *, tokenizers=None, progress=True) -> dict:
 def _cost(kind: str, arm) -> float:
     """A rough relative cost, to start the long arms first (wall time only)."""
     if kind == "tokenizer":
-        return arm.steps * arm.width ** 2 * 8.0
+        c = dict(arm.changes)
+        return arm.steps * c.get("width", 16) ** 2 * (1.6 if c.get("kind", "vqgan") == "vqgan" else 1)
     tokens = 512 if arm.task == "T2V" else 64
     return arm.steps * arm.batch_size * tokens * arm.dim ** 2 / 1e3
 
@@ -448,16 +524,16 @@ def findings(model_rows: Sequence[Mapping], tokenizer_rows: Sequence[Mapping],
                            f"{tail}.")
         if model.get("dim") is not None:
             out.append(f"  The profile's model has d={model['dim']}.")
-    common = (cfg.get("vqgan") or {}).get("common") or {}
     goal = targets.get("tokenizer")
-    for r in final_rows(tokenizer_rows, keys=("width", "steps")):
-        line = (f"* **Tokenizer, width {r['width']}** after {r['step']} steps: Acc "
-                f"{r['Acc after']:.3f} after the VQ-GAN against {r['Acc before']:.3f} before "
+    for r in final_rows(tokenizer_rows, keys=TOKENIZER_KEYS):
+        line = (f"* **{r['arm']}** after {r['step']} steps: Acc {r['Acc after']:.3f} after "
+                f"the tokenizer against {r['Acc before']:.3f} before "
                 f"({_pct(r['Acc after / before'])} of it); shapes read {r['shape after']:.3f} "
-                f"(before {r['shape before']:.3f}); SSIM {r['SSIM']:.3f}.")
+                f"(before {r['shape before']:.3f}); colours {r['colour after']:.3f}; SSIM "
+                f"{r['SSIM']:.3f}; codebook usage {r['usage']:.2f}.")
         if goal is not None and _value(r["Acc after / before"]) < goal:
             steps = extrapolate(tokenizer_rows, r, goal, by="Acc after / before", x="step",
-                                keys=("width", "steps"))
+                                keys=TOKENIZER_KEYS)
             line += (f" Acc after / before ≥ {goal:g} is not reached; "
                      + ("its curve does not rise at the end." if steps is None else
                         f"extrapolating its last two points (log-linear in steps) gives about "
@@ -465,10 +541,41 @@ def findings(model_rows: Sequence[Mapping], tokenizer_rows: Sequence[Mapping],
         elif goal is not None:
             line += f" It keeps Acc after / before ≥ {goal:g}."
         out.append(line)
-    if common:
-        out.append(f"* The profile's tokenizers use width {common.get('width')} and "
-                   f"{common.get('steps')} steps.")
+    name = (cfg.get("vqgan") or {}).get("tokenizer")
+    if name and tokenizer_rows:
+        c = vqgan.configs_from_profile(cfg)[name]
+        out.append(f"* The profile's image tokenizer ({name}): "
+                   + ", ".join(f"{k} {_fmt(getattr(c, k))}" for k in SWEPT)
+                   + f", {c.steps} steps.")
     return "\n".join(out)
+
+
+TOKENIZER_KEYS = ("arm", "steps")   # what tells one tokenizer arm's rows apart
+TOKENIZER_TARGETS = {"Acc after / before": 0.9, "shape after / before": 0.9, "colour after": 0.97}
+
+
+def target_share(row: Mapping, targets: Mapping[str, float] = TOKENIZER_TARGETS) -> float:
+    """How near a tokenizer row is to its targets: the least of value / target (1: all met)."""
+    return min(_value(row[k]) / v for k, v in targets.items())
+
+
+def tokenizer_choice(rows: Sequence[Mapping], seconds: Mapping[str, float],
+                     targets: Mapping[str, float] = TOKENIZER_TARGETS) -> dict | None:
+    """The cheapest point of any tokenizer arm that meets every target: its row, its training
+    time (the arm's measured seconds, ``seconds``: arm label -> seconds of the whole arm,
+    prorated to the point's steps) and ``meets`` True. When no point meets them, the arm whose
+    last point comes nearest (highest :func:`target_share`), with ``meets`` False. None
+    without rows."""
+    best = None
+    for r in rows:
+        if target_share(r, targets) >= 1 and r["arm"] in seconds:
+            cost = seconds[r["arm"]] * r["step"] / r["steps"]
+            if best is None or cost < best["seconds"]:
+                best = {"row": dict(r), "seconds": cost, "meets": True}
+    if best is not None or not rows:
+        return best
+    near = max(final_rows(rows, keys=TOKENIZER_KEYS), key=lambda r: target_share(r, targets))
+    return {"row": dict(near), "seconds": seconds.get(near["arm"], math.nan), "meets": False}
 
 
 # the notebooks' sections whose ``{steps: ...}`` overrides train a NÜWA model

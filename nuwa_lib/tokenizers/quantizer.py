@@ -17,19 +17,27 @@ class EMAQuantizer(nn.Module):
     Buffers: ``codebook`` (N, d_B), the EMA ``cluster_size`` (N) and ``embed_sum`` (N, d_B)
     of the features assigned to each code, ``hits`` (N): assignments since the last
     restart, and ``initialised`` (the codebook starts as random encoder outputs of the
-    first training batch)."""
+    first training batch).
 
-    def __init__(self, n_codes, dim, decay=0.99, beta=0.25, eps=1e-5):
+    With ``l2`` the encodings and the codes live on the unit sphere (Yu et al. 2022,
+    ViT-VQGAN): the lookup compares directions only, and the decoder reads unit codes."""
+
+    def __init__(self, n_codes, dim, decay=0.99, beta=0.25, eps=1e-5, l2=False):
         super().__init__()
         self.n_codes, self.dim, self.decay, self.beta, self.eps = n_codes, dim, decay, beta, eps
+        self.l2 = bool(l2)
         self.register_buffer("codebook", torch.randn(n_codes, dim) * 0.1)
         self.register_buffer("cluster_size", torch.ones(n_codes))
         self.register_buffer("embed_sum", self.codebook.clone())
         self.register_buffer("hits", torch.zeros(n_codes, dtype=torch.long))
         self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
 
+    def _unit(self, flat):
+        return F.normalize(flat, dim=1) if self.l2 else flat
+
     def nearest(self, flat):
         """Eq. (1): index of the closest code for each row of ``flat`` (M, d_B)."""
+        flat = self._unit(flat)
         d = (flat.pow(2).sum(1, keepdim=True) - 2 * flat @ self.codebook.t()
              + self.codebook.pow(2).sum(1)[None])
         return d.argmin(1)
@@ -45,7 +53,7 @@ class EMAQuantizer(nn.Module):
         self.embed_sum.mul_(self.decay).add_(onehot.t() @ flat, alpha=1 - self.decay)
         n = self.cluster_size.sum()
         smoothed = (self.cluster_size + self.eps) / (n + self.n_codes * self.eps) * n
-        self.codebook.copy_(self.embed_sum / smoothed[:, None])
+        self.codebook.copy_(self._unit(self.embed_sum / smoothed[:, None]))
 
     @torch.no_grad()
     def restart_dead(self, flat, threshold, generator) -> int:
@@ -55,7 +63,7 @@ class EMAQuantizer(nn.Module):
         dead = self.hits < threshold
         n = int(dead.sum())
         if n:
-            fresh = self._pick(flat.detach(), n, generator)
+            fresh = self._pick(self._unit(flat.detach()), n, generator)
             self.codebook[dead] = fresh
             self.embed_sum[dead] = fresh
             self.cluster_size[dead] = 1.0
@@ -66,7 +74,7 @@ class EMAQuantizer(nn.Module):
         """z (B, d_B, h, w) -> (quantised z with straight-through gradients, indices (B, h, w),
         commitment loss, code counts of this batch)."""
         b, d, h, w = z.shape
-        flat = rearrange(z, "b d h w -> (b h w) d")
+        flat = self._unit(rearrange(z, "b d h w -> (b h w) d"))
         if self.training and not bool(self.initialised):
             with torch.no_grad():
                 self.codebook.copy_(self._pick(flat.detach(), self.n_codes, generator))

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -56,7 +56,7 @@ def text_hash(tok) -> str:
 
 def vq_hash(vq) -> str:
     """12 hex digits over a VQ model's config and weights (its codebook included)."""
-    h = hashlib.sha256(json.dumps(asdict(vq.config), sort_keys=True).encode())
+    h = hashlib.sha256(json.dumps(vq.config.key(), sort_keys=True).encode())
     for name, t in sorted(vq.state_dict().items()):
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict
+
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -53,7 +53,7 @@ class Trainer:
             self.model = VQModel(c)
             self.disc = L.PatchDiscriminator(3, c.disc_width, c.canvas) if r.adversarial else None
         self.features = None
-        if r.perceptual:
+        if r.perceptual and c.perceptual_weight > 0:     # a zero weight skips the term's cost
             if classifier is None:
                 raise ValueError(f"a {c.kind} tokenizer needs the world classifier judge for its "
                                  "perceptual loss (Eq. 4): pass classifier=")
@@ -161,7 +161,7 @@ def _payload(config, hash_, fmt, **rest):
 
 
 def _expect(config, hash_):
-    return {"version": VQ_VERSION, "hash": hash_, "config": asdict(config)}
+    return {"version": VQ_VERSION, "hash": hash_, "config": config.key()}
 
 
 def save_tokenizer(path, config, hash_, model, history, info) -> Path:
@@ -173,7 +173,7 @@ def load_tokenizer(path, config: VQConfig | None = None, hash_: str | None = Non
     """(VQModel in eval mode, payload) from ``path``; with ``config`` given, a file made for
     another config raises :class:`VQCheckpointError` naming the file and the mismatch."""
     expect = None if config is None else _expect(config, hash_) if hash_ else \
-        {"version": VQ_VERSION, "config": asdict(config)}
+        {"version": VQ_VERSION, "config": config.key()}
     payload = checkpoint.load(path, CHECKPOINT_FORMAT, expect, what="tokenizer checkpoint",
                               hint="delete the file to retrain", error=VQCheckpointError)
     if config is None:

@@ -54,6 +54,7 @@ FRAMES = 8                # frames of the video roles' clips (splits.sample's de
 IMAGE_ROLES = ("cc", "moments")     # stills from the image role, frames from the video role
 SEG_ROLES = ("cocostuff", "vspw")
 SECTION_KEYS = {"threads", "workers", "common", "models", "tokenizer", "sketch_tokenizer", "paper_rows", "eval"}
+ADDED = {"l2_codes": False}     # VQConfig fields added since the first record: their defaults
 KIND_NAMES = {"vqvae": "VQ-VAE", "vqgan": "VQ-GAN", "seg": "VQ-GAN-Seg"}
 
 
@@ -89,6 +90,7 @@ class VQConfig:
     frame_fraction: float = 0.5       # share of training pictures that are video frames
     seed: int = 0
     train_size: int = 20000           # the world's train split size per role
+    l2_codes: bool = False            # codes and encodings on the unit sphere (ViT-VQGAN)
 
     def __post_init__(self):
         world._check("kind", self.kind, KINDS)
@@ -102,6 +104,12 @@ class VQConfig:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if not 0 <= self.frame_fraction <= 1 or not 0 <= self.disc_start <= 1:
             raise ValueError("frame_fraction and disc_start must lie in [0, 1]")
+
+    def key(self) -> dict:
+        """The config as the caches key it: settings added after the first record are left
+        out while they keep their defaults, so the models trained before them keep their
+        hashes."""
+        return {k: v for k, v in asdict(self).items() if not (k in ADDED and v == ADDED[k])}
 
     @property
     def grid(self) -> int:
@@ -146,7 +154,7 @@ def configs_from_profile(cfg: Mapping[str, Any]) -> dict:
 
 def config_hash(config: VQConfig, judge_hash: str | None = None) -> str:
     """12 hex digits over the config, the version and (VQ-GAN) the perceptual judge."""
-    key = {"version": VQ_VERSION, "config": asdict(config),
+    key = {"version": VQ_VERSION, "config": config.key(),
            "judge": judge_hash if config.kind == "vqgan" else None}
     return key_hash(key)
 
@@ -213,7 +221,7 @@ class VQModel(nn.Module):
         super().__init__()
         c = self.config = config
         self.encoder = Encoder(c.in_channels, c.width, c.code_dim, c.factor)
-        self.quantizer = EMAQuantizer(c.codebook, c.code_dim, c.ema_decay, c.beta)
+        self.quantizer = EMAQuantizer(c.codebook, c.code_dim, c.ema_decay, c.beta, l2=c.l2_codes)
         self.decoder = Decoder(c.in_channels, c.width, c.code_dim, c.factor)
 
     def forward(self, x, generator=None):
