@@ -125,7 +125,8 @@ def test_tokenizer_arms_change_any_setting_and_name_bad_ones():
 def test_the_cheapest_tokenizer_point_that_meets_every_target_is_chosen():
     def row(arm, step, steps, acc, shape, colour):
         return {"arm": arm, "step": step, "steps": steps, "Acc after / before": acc,
-                "shape after / before": shape, "colour after": colour}
+                "shape after / before": shape, "colour after": colour, "SSIM": 0.7,
+                "usage": 0.9}
     rows = [row("a", 500, 1000, 0.85, 0.95, 0.99), row("a", 1000, 1000, 0.92, 0.95, 0.99),
             row("b", 250, 500, 0.95, 0.91, 0.98), row("b", 500, 500, 0.97, 0.89, 0.99),
             row("c", 100, 100, 0.99, 0.99, 0.5)]
@@ -139,6 +140,11 @@ def test_the_cheapest_tokenizer_point_that_meets_every_target_is_chosen():
     assert not near["meets"] and near["row"]["arm"] == "a"
     assert study.target_share(near["row"]) == pytest.approx(0.85 / 0.9)
     assert study.tokenizer_choice([], {}) is None
+    text = study.choice_text(rows[:1] + rows[-1:], {"a": 60.0, "c": 1.0})
+    assert "No point of any arm meets" in text and "**a** after 500 steps (1.0 CPU minutes" in text
+    assert "Chosen: b at 250 steps" in study.choice_text(rows, {"a": 600.0, "b": 1000.0})
+    undefined = dict(rows[0], **{"Acc after / before": None, "SSIM": 0.5, "usage": 0.1})
+    assert "Acc after / before n/a" in study.choice_text([undefined], {"a": 1.0})
 
 
 def test_an_arm_is_cached_and_a_foreign_cache_file_is_refused(tiny_study, monkeypatch):
@@ -194,6 +200,13 @@ def test_findings_are_written_from_the_rows():
     assert "shapes read 0.550" in text
     # 0.3 -> 0.5 of the before-Acc over one doubling of steps: 0.9 two doublings after step 10
     assert "Acc after / before ≥ 0.9 is not reached" in text and "about 40 steps" in text
+
+
+def test_a_longer_run_of_the_same_arm_has_its_own_file_and_slot(tiny_study):
+    cfg, sc, _, toks = tiny_study
+    short, long = sc.models[0], study.ModelArm(**{**sc.models[0].__dict__, "steps": 4})
+    (p1, _, s1), (p2, _, s2) = (study._identity(cfg, "model", a, sc, toks) for a in (short, long))
+    assert p1 != p2 and s1.slot != s2.slot and s1.name.endswith("_2") and s2.name.endswith("_4")
 
 
 def test_a_longer_run_of_the_same_width_is_another_arm():

@@ -325,9 +325,8 @@ def _identity(cfg, kind: str, arm, sc: StudyConfig, tokenizers=None) -> tuple:
     else:
         config = _tokenizer_config(cfg, arm)
         key["tokenizer"] = vqgan.config_hash(config, key["judges"]["classifier"])
-    name = arm.label.replace(" ", "_").replace("=", "")
-    if kind == "tokenizer":
-        name = f"{name}_{arm.steps}"
+    # the steps in the name: a longer run of the same arm is another file and another slot
+    name = f"{arm.label.replace(' ', '_').replace('=', '')}_{arm.steps}"
     hash_ = key_hash(checkpoint.canonical(key))
     spec = Spec(cfg.get("name"), "study", name, hash_, key, slot=f"study/{kind}/{name}",
                 suffix=".json")
@@ -576,6 +575,28 @@ def tokenizer_choice(rows: Sequence[Mapping], seconds: Mapping[str, float],
         return best
     near = max(final_rows(rows, keys=TOKENIZER_KEYS), key=lambda r: target_share(r, targets))
     return {"row": dict(near), "seconds": seconds.get(near["arm"], math.nan), "meets": False}
+
+
+def choice_text(rows: Sequence[Mapping], seconds: Mapping[str, float]) -> str:
+    """:func:`tokenizer_choice` as a Markdown sentence, every number from the rows."""
+    choice = tokenizer_choice(rows, seconds)
+    if choice is None:
+        return "No tokenizer arm has been measured."
+    r = choice["row"]
+    reading = (f"Acc after / before {_pct(r['Acc after / before'])}, shape after / before "
+               f"{_pct(r['shape after / before'])}, colours {r['colour after']:.3f}, SSIM "
+               f"{r['SSIM']:.3f}, codebook usage {r['usage']:.2f}")
+    minutes = f"{choice['seconds'] / 60:.1f} CPU minutes on one core"
+    if choice["meets"]:
+        return f"**Chosen: {r['arm']} at {r['step']} steps** ({minutes}): {reading}."
+    steps = extrapolate(rows, r, TOKENIZER_TARGETS["shape after / before"],
+                        by="shape after / before", x="step", keys=TOKENIZER_KEYS)
+    return (f"**No point of any arm meets all three targets.** Nearest at equal CPU time: "
+            f"**{r['arm']}** after {r['step']} steps ({minutes}), {reading}; its worst target "
+            f"is at {_pct(target_share(r))} of its bar. "
+            + ("Its shape curve does not rise at the end." if steps is None else
+               f"Extrapolating its shape curve (log-linear in steps), shape after / before "
+               f"reaches 0.9 at about {steps:,.0f} steps."))
 
 
 # the notebooks' sections whose ``{steps: ...}`` overrides train a NÜWA model
