@@ -131,20 +131,24 @@ def test_the_cheapest_tokenizer_point_that_meets_every_target_is_chosen():
             row("b", 250, 500, 0.95, 0.91, 0.98), row("b", 500, 500, 0.97, 0.89, 0.99),
             row("c", 100, 100, 0.99, 0.99, 0.5)]
     # a: 600 s for 1000 steps; b: 1000 s for 500 steps -> b's step 250 costs 500 s < 600 s
-    got = choose_tokenizer.cheapest(rows, {"a": 600.0, "b": 1000.0, "c": 1.0})
+    got = choose_tokenizer.cheapest(rows, {("a", 1000): 600.0, ("b", 500): 1000.0,
+                                           ("c", 100): 1.0})
     assert got["row"]["arm"] == "b" and got["row"]["step"] == 250 and got["seconds"] == 500
-    assert choose_tokenizer.cheapest(rows, {"a": 600.0}) ["row"]["step"] == 1000
+    assert choose_tokenizer.cheapest(rows, {("a", 1000): 600.0})["row"]["step"] == 1000
+    # a longer run of arm a is another arm: its time is not a's
+    assert choose_tokenizer.cheapest(rows, {("a", 4000): 1.0, ("b", 500): 1000.0})["row"]["arm"] == "b"
     assert got["meets"] and choose_tokenizer.target_share(got["row"]) >= 1
     # none meets them: the arm whose last point comes nearest (a: shape 0.95, Acc 0.85/0.9)
-    near = choose_tokenizer.cheapest(rows[:1] + rows[-1:], {"a": 1.0, "c": 1.0})
+    near = choose_tokenizer.cheapest(rows[:1] + rows[-1:], {("a", 1000): 1.0, ("c", 100): 1.0})
     assert not near["meets"] and near["row"]["arm"] == "a"
     assert choose_tokenizer.target_share(near["row"]) == pytest.approx(0.85 / 0.9)
     assert choose_tokenizer.cheapest([], {}) is None
-    text = choose_tokenizer.text(rows[:1] + rows[-1:], {"a": 60.0, "c": 1.0})
+    text = choose_tokenizer.text(rows[:1] + rows[-1:], {("a", 1000): 60.0, ("c", 100): 1.0})
     assert "No point of any arm meets" in text and "**a** after 500 steps (1.0 CPU minutes" in text
-    assert "Chosen: b at 250 steps" in choose_tokenizer.text(rows, {"a": 600.0, "b": 1000.0})
+    assert "Chosen: b at 250 steps" in choose_tokenizer.text(rows, {("a", 1000): 600.0,
+                                                                    ("b", 500): 1000.0})
     undefined = dict(rows[0], **{"Acc after / before": None, "SSIM": 0.5, "usage": 0.1})
-    assert "Acc after / before n/a" in choose_tokenizer.text([undefined], {"a": 1.0})
+    assert "Acc after / before n/a" in choose_tokenizer.text([undefined], {("a", 1000): 1.0})
 
 
 def test_an_arm_is_cached_and_a_foreign_cache_file_is_refused(tiny_study, monkeypatch):
@@ -156,7 +160,8 @@ def test_an_arm_is_cached_and_a_foreign_cache_file_is_refused(tiny_study, monkey
     assert json.loads(path.read_text())["rows"] == rows
     assert study._run_arm(cfg, "tokenizer", arm) == rows
     seconds = study.tokenizer_seconds(cfg)          # its training time, evaluations left out
-    assert list(seconds) == [arm.label] and 0 <= seconds[arm.label] <= \
+    key = (arm.label, arm.steps)
+    assert list(seconds) == [key] and 0 <= seconds[key] <= \
         json.loads(path.read_text())["info"]["train_seconds"]
     path.write_text("{not json")
     with pytest.raises(checkpoint.CheckpointError, match="delete it"):

@@ -17,26 +17,28 @@ def target_share(row: Mapping, targets: Mapping[str, float] = TARGETS) -> float:
     return min(S._value(row[k]) / v for k, v in targets.items())
 
 
-def cheapest(rows: Sequence[Mapping], seconds: Mapping[str, float],
+def cheapest(rows: Sequence[Mapping], seconds: Mapping[tuple, float],
              targets: Mapping[str, float] = TARGETS) -> dict | None:
     """The cheapest point of any tokenizer arm that meets every target: its row, its training
-    time (the arm's measured seconds, ``seconds``: arm label -> seconds of the whole arm,
-    prorated to the point's steps) and ``meets`` True. When no point meets them, the arm whose
-    last point comes nearest (highest :func:`target_share`), with ``meets`` False. None
-    without rows."""
+    time and ``meets`` True. The time is the arm's measured seconds (``seconds``: (arm label,
+    steps) -> seconds of the whole arm, as ``study.tokenizer_seconds`` gives them) prorated to
+    the point's step. When no point meets the targets, the arm whose last point comes nearest
+    (highest :func:`target_share`), with ``meets`` False. None without rows."""
     best = None
     for r in rows:
-        if target_share(r, targets) >= 1 and r["arm"] in seconds:
-            cost = seconds[r["arm"]] * r["step"] / r["steps"]
+        arm = (r["arm"], r["steps"])
+        if target_share(r, targets) >= 1 and arm in seconds:
+            cost = seconds[arm] * r["step"] / r["steps"]
             if best is None or cost < best["seconds"]:
                 best = {"row": dict(r), "seconds": cost, "meets": True}
     if best is not None or not rows:
         return best
     near = max(S.final_rows(rows, keys=S.TOKENIZER_KEYS), key=lambda r: target_share(r, targets))
-    return {"row": dict(near), "seconds": seconds.get(near["arm"], math.nan), "meets": False}
+    return {"row": dict(near), "seconds": seconds.get((near["arm"], near["steps"]), math.nan),
+            "meets": False}
 
 
-def text(rows: Sequence[Mapping], seconds: Mapping[str, float]) -> str:
+def text(rows: Sequence[Mapping], seconds: Mapping[tuple, float]) -> str:
     """:func:`cheapest` as a Markdown sentence, every number from the rows."""
     choice = cheapest(rows, seconds)
     if choice is None:

@@ -369,7 +369,7 @@ def _run_arm(cfg, kind: str, arm, tokenizers=None, progress=False) -> list:
 
 
 def tokenizer_seconds(cfg) -> dict:
-    """{tokenizer arm label: seconds its training took} (evaluations left out), from the
+    """{(tokenizer arm label, steps): seconds its training took} (evaluations left out), from the
     arms' shipped or cached results: what a tokenizer's steps cost on the machine that ran
     them (``trained_by`` in the file says which)."""
     sc = StudyConfig.from_profile(cfg)
@@ -380,7 +380,7 @@ def tokenizer_seconds(cfg) -> dict:
         if found is not None:
             info = json.loads(Path(found).read_text()).get("info") or {}
             if "training_only_train_seconds" in info:
-                out[arm.label] = float(info["training_only_train_seconds"])
+                out[(arm.label, arm.steps)] = float(info["training_only_train_seconds"])
     return out
 
 
