@@ -25,8 +25,8 @@ from __future__ import annotations
 import json
 import math
 import time
-from pathlib import Path
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -394,7 +394,7 @@ def run_study(cfg, *, tokenizers=None, progress=True) -> dict:
         tokenizers = token_sets.profile_tokenizers(cfg, sketch=False, progress=progress)
     arms = [("tokenizer", a) for a in sc.tokenizers] + [("model", a) for a in sc.models]
     missing = [(k, a) for k, a in arms if not available(*_identity(cfg, k, a, sc, tokenizers)[::2])]
-    missing.sort(key=lambda ka: -_cost(*ka))
+    missing.sort(key=lambda ka: -_cost(cfg, *ka))
     bar = P.bar(total=len(arms), initial=len(arms) - len(missing), desc="study arms",
                 progress=progress)
     if missing and sc.workers > 1:
@@ -416,11 +416,11 @@ def run_study(cfg, *, tokenizers=None, progress=True) -> dict:
     return rows
 
 
-def _cost(kind: str, arm) -> float:
+def _cost(cfg, kind: str, arm) -> float:
     """A rough relative cost, to start the long arms first (wall time only)."""
     if kind == "tokenizer":
-        c = dict(arm.changes)
-        return arm.steps * c.get("width", 16) ** 2 * (1.6 if c.get("kind", "vqgan") == "vqgan" else 1)
+        c = _tokenizer_config(cfg, arm)
+        return arm.steps * c.width ** 2 * (1.6 if c.kind == "vqgan" else 1)
     tokens = 512 if arm.task == "T2V" else 64
     return arm.steps * arm.batch_size * tokens * arm.dim ** 2 / 1e3
 
