@@ -6,6 +6,7 @@
     nuwa-repro --list                         # notebooks and profiles
     nuwa-repro --profile mini --retrain       # train every shipped model afresh, ship it
     nuwa-repro --profile mini --retrain t2i   # one stage (see --list)
+    nuwa-repro --profile mini --park          # commit-ready copies of unfinished runs' states
 
 Each notebook gets ``PROFILE``, the profile's parameters (``PARAMS``) and the
 results folder (``RESULTS``) injected into its ``parameters`` cell. Executed
@@ -267,6 +268,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="instead of running the notebooks, train the profile's shipped models of "
                         "these stages afresh (all when none is named) and write them with the "
                         "manifest into results/<profile>/weights/; resumes an interrupted retrain")
+    p.add_argument("--park", action="store_true",
+                   help="copy the training states of unfinished runs (artifacts/<profile>/*/"
+                        "*.partial.pt) into results/<profile>/weights/partial/ and list them in "
+                        "the manifest, so a commit carries them to the next session; a run "
+                        "resumes from them when this machine's cache has none")
     return p
 
 
@@ -293,6 +299,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("notebooks (in order):", *(f"  {nb}" for nb in notebook_order()), sep="\n")
         print("profiles: " + ", ".join(available_profiles()))
         print("retrain stages: " + ", ".join(STAGES))
+        return 0
+    if args.park:
+        if args.profile not in available_profiles():
+            print(f"error: unknown profile {args.profile!r}; valid profiles: "
+                  f"{', '.join(available_profiles())}", file=sys.stderr)
+            return 1
+        from .utils import parked, weights
+
+        files = parked.park(args.profile)
+        for f in files:
+            e = weights.manifest(args.profile)["partial"][f]
+            print(f"parked {f}: step {e['step']} of {e['steps'] or '?'}, {e['bytes']:,} bytes")
+        print(f"parked {len(files)} training state(s) in "
+              f"{weights.weights_dir(args.profile) / parked.FOLDER}" if files else
+              "no unfinished run to park (no *.partial.pt in the cache)")
         return 0
     if args.retrain is not None:
         try:

@@ -17,7 +17,7 @@ from einops import rearrange
 
 from ..data import world
 from ..evaluation import judge_nets, judges as J
-from ..utils import checkpoint, progress as P
+from ..utils import checkpoint, parked, progress as P
 from ..utils.cache import artifact_path, available, fetch, profile_of, source_of
 from ..utils.provenance import training_record
 from ..utils.weights import Spec
@@ -252,6 +252,7 @@ def get_tokenizer(cfg: Mapping[str, Any], name: str, *, classifier=None, profile
             classifier = (judges or J.get_judges(cfg, names=("classifier",), profile=profile,
                                                  progress=progress)).classifier
         state_path = path.with_name(f"{name}-{hash_}.partial.pt")
+        parked.unpark(state_path, profile)        # a state committed by an earlier session
         threads = (cfg.get("vqgan") or {}).get("threads")
         tr, _ = train_tokenizer(config, classifier, state_path=state_path, progress=progress,
                                 hash_=hash_, threads=threads, judge_canvas=jcfg.canvas)

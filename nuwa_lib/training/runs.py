@@ -45,7 +45,7 @@ from ..data import splits, tasks as T, world
 from ..model.config import NuwaConfig
 from ..model.nuwa import Nuwa
 from ..tokenizers.token_sets import Tokenizers, profile_tokenizers
-from ..utils import checkpoint, progress as P
+from ..utils import checkpoint, parked, progress as P
 from ..utils.cache import artifact_path, available, fetch, key_hash, profile_of, source_of
 from ..utils.pool import map_in_processes
 from ..utils.provenance import training_record
@@ -308,6 +308,7 @@ def get_pretrained(cfg: Mapping[str, Any], tasks=T.PRETRAIN_TASKS, *, profile: s
 
     def build():
         state_path = p.path.with_name(f"{p.label}-{p.hash}.partial.pt")
+        parked.unpark(state_path, p.profile)      # a state committed by an earlier session
         tr, info, _ = fit(p, state_path=state_path, model_path=p.path, progress=progress)
         state_path.unlink(missing_ok=True)
         model, _ = load_model(p.path, p.run, p.hash)

@@ -208,6 +208,9 @@ def ship(spec: Spec, source, *, stage: str, record: Mapping[str, Any],
         (root / old).unlink(missing_ok=True)          # the file that slot held before
     files[spec.file] = entry
     write_manifest(spec.profile, {**data, "files": dict(sorted(files.items()))})
+    from . import parked     # the run is finished: its parked training state goes
+
+    parked.forget(spec.profile, spec.kind, f"{spec.name}-{spec.hash}")
     return entry
 
 
@@ -232,11 +235,13 @@ def drop(profile: str, files: Iterable[str]) -> None:
 
 
 def verify(profile: str) -> list[str]:
-    """Every problem of the profile's shipped set: files listed but missing, truncated or
-    altered; files in the folder the manifest does not list. Empty when all is well."""
+    """Every problem of the profile's shipped set (its parked training states included):
+    files listed but missing, truncated or altered; files in the folder the manifest does not
+    list. Empty when all is well."""
     problems = []
     root = weights_dir(profile)
-    files = manifest(profile)["files"]
+    data = manifest(profile)
+    files = {**data["files"], **(data.get("partial") or {})}   # parked training states too
     for file, entry in files.items():
         try:
             check_file(profile, file, entry)
