@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from ..model.config import Condition
 from ..tokenizers import vqgan
 from ..training.task_data import TaskData
 from . import sampling
@@ -38,12 +39,14 @@ class Generated:
 def generate(model, data: TaskData, indices: Sequence[int], visual: vqgan.VQModel, *,
              temperature: float = 1.0, top_k: Optional[int] = None, seed: int = 0,
              n: int = 1, clip=None, batch_size: Optional[int] = None,
-             progress: bool = False) -> Generated:
+             progress: bool = False, guidance: Optional[float] = None) -> Generated:
     """Sample the targets of ``data``'s items ``indices`` with ``model``.
 
     Conditions and primes come from the task (``data.batch``); given positions are kept.
     ``n > 1`` draws n samples per item and keeps the one the world ``clip`` scores highest
-    against the item's caption (needs a captioned task). Deterministic for a seed."""
+    against the item's caption (needs a captioned task). ``guidance`` (beyond the paper):
+    classifier-free guidance at that scale against the word "None" (a text task; for a model
+    trained with ``train.cond_dropout``). Deterministic for a seed."""
     if n > 1 and clip is None:
         raise ValueError("best-of-n (n > 1) needs the world CLIP judge: pass clip=")
     indices = list(indices)
@@ -56,6 +59,12 @@ def generate(model, data: TaskData, indices: Sequence[int], visual: vqgan.VQMode
     grid = tuple(b.target.shape[1:])
     gen = torch.Generator().manual_seed(int(seed))
     kw = dict(temperature=temperature, top_k=top_k, generator=gen, progress=progress)
+    if guidance is not None:
+        if not data.task.reads_caption or data.none_ids is None:
+            raise ValueError(f"guidance needs a captioned task whose data holds the ids of "
+                             f"'None'; task {b.task} reads no caption")
+        kw.update(guidance=guidance, uncond=Condition.from_text(
+            data.none_ids.expand(len(indices), -1).long()))
     prime = dict(prime=b.given, prime_mask=b.prime) if bool(b.prime.any()) else {}
     scores = None
     if n > 1:

@@ -145,37 +145,66 @@ class _Chooser:
 
 
 # ------------------------------------------------------------------------- decoding
-def _decode_cached(model: Nuwa, cond: Condition, grid: Shape3, choose: _Chooser, bar
-                   ) -> torch.Tensor:
+def _guided(cond_logits, uncond_logits, scale):
+    """Classifier-free guidance: u + scale (c - u); scale 1 is the conditional model."""
+    return uncond_logits + scale * (cond_logits - uncond_logits)
+
+
+def _decode_cached(model: Nuwa, cond: Condition, grid: Shape3, choose: _Chooser, bar,
+                   guide=None) -> torch.Tensor:
     cache = model.start(cond, grid)
+    plain = model.start(guide[0], grid) if exists(guide) else None
     tokens = cache.positions.new_zeros(cache.batch_size, cache.length, dtype=torch.long)
     prev = None
     for t in range(cache.length):
         logits = model.step(cache, prev)   # slot t's keys join the cache: given slots too
+        if exists(plain):
+            logits = _guided(logits, model.step(plain, prev), guide[1])
         tokens[:, t] = prev = choose(t, logits)
         bar.update()
     return tokens
 
 
-def _decode_uncached(model: Nuwa, cond: Condition, grid: Shape3, choose: _Chooser, bar
-                     ) -> torch.Tensor:
+def _decode_uncached(model: Nuwa, cond: Condition, grid: Shape3, choose: _Chooser, bar,
+                     guide=None) -> torch.Tensor:
     """The whole teacher-forced forward per slot; future slots hold placeholder zeros, which
     the causal decoder cannot see (``tests/test_model.py`` checks that)."""
     n = math.prod(grid)
     tokens = torch.zeros(cond.batch_size, n, dtype=torch.long, device=model.bos.device)
     for t in range(n):
-        logits = None if choose.fully_given(t) else \
-            model(cond, tokens.view(-1, *grid))[:, t]
+        logits = None
+        if not choose.fully_given(t):
+            logits = model(cond, tokens.view(-1, *grid))[:, t]
+            if exists(guide):
+                logits = _guided(logits, model(guide[0], tokens.view(-1, *grid))[:, t], guide[1])
         tokens[:, t] = choose(t, logits)
         bar.update()
     return tokens
+
+
+def _check_guide(guidance, uncond, batch: int, device):
+    """(uncond on ``device``, scale) or None; both or neither."""
+    if guidance is None and uncond is None:
+        return None
+    if guidance is None or uncond is None:
+        raise ValueError("classifier-free guidance needs both guidance (a scale) and uncond "
+                         "(the unconditional condition, e.g. the word 'None')")
+    if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) \
+            or not math.isfinite(guidance) or guidance <= 0:
+        raise ValueError(f"guidance must be a positive number (1: no guidance), got {guidance!r}")
+    uncond = _check_condition(uncond)
+    if uncond.batch_size != batch:
+        raise ValueError(f"uncond must have the condition's batch size {batch}, got "
+                         f"{uncond.batch_size}")
+    return uncond.to(device), float(guidance)
 
 
 def sample(model: Nuwa, cond: Condition, target_grid, *, temperature: float = 1.0,
            top_k: Optional[int] = None, prime: Optional[torch.Tensor] = None,
            prime_mask: Optional[torch.Tensor] = None,
            generator: Optional[torch.Generator] = None, use_cache: bool = True,
-           progress: bool = False, on_logits: Optional[LogitsHook] = None) -> torch.Tensor:
+           progress: bool = False, on_logits: Optional[LogitsHook] = None,
+           guidance: Optional[float] = None, uncond: Optional[Condition] = None) -> torch.Tensor:
     """Target tokens (B, s, h, w) for ``cond`` (B conditions), drawn slot by slot.
 
     target_grid: (s, h, w), s = 1 for an image; within the model's ``target_tokens``.
@@ -188,6 +217,9 @@ def sample(model: Nuwa, cond: Condition, target_grid, *, temperature: float = 1.
         baseline and test oracle; each token then costs a whole forward, not a window).
     on_logits: called as on_logits(t, logits (B, codebook_size)) before slot t is drawn
         (not for slots given in every row), e.g. to inspect or record the distribution.
+    guidance, uncond: classifier-free guidance (beyond the paper): the logits are
+        u + guidance (c - u), u from the same model on ``uncond`` (B conditions, e.g. the
+        word "None" of Eq. 16, which condition dropout trains); both or neither.
     """
     model = _check_model(model)
     cond = _check_condition(cond)
@@ -202,12 +234,13 @@ def sample(model: Nuwa, cond: Condition, target_grid, *, temperature: float = 1.
     choose = _Chooser(_check_temperature(temperature), _check_top_k(top_k, codes), generator,
                       *_check_prime(prime, prime_mask, cond.batch_size, grid, codes,
                                     model.bos.device), on_logits)
+    guide = _check_guide(guidance, uncond, cond.batch_size, model.bos.device)
     cond = cond.to(model.bos.device)
     decode = _decode_cached if use_cache else _decode_uncached
     with evaluating(model), torch.no_grad(), \
             P.bar(total=math.prod(grid), desc="sampling" if use_cache else "sampling (no cache)",
                   unit="tok", progress=progress, leave=False) as bar:
-        tokens = decode(model, cond, grid, choose, bar)
+        tokens = decode(model, cond, grid, choose, bar, guide)
     return tokens.view(cond.batch_size, *grid)
 
 
@@ -258,7 +291,8 @@ def best_of_n(model: Nuwa, cond: Condition, target_grid, n: int, score_fn: Score
     batch_size: at most this many sequences decoded at once (rounded down to whole
         conditions, at least one); None decodes all B * n together.
     prime, prime_mask: as in :func:`sample`, per condition (B, ...); repeated n times.
-    kw: temperature, top_k, generator, use_cache, on_logits, passed to :func:`sample`.
+    kw: temperature, top_k, generator, use_cache, on_logits, guidance, passed to
+        :func:`sample`; ``uncond`` (B conditions) is sliced and repeated as ``cond`` is.
     """
     _check_model(model)
     cond = _check_condition(cond)
@@ -286,8 +320,10 @@ def best_of_n(model: Nuwa, cond: Condition, target_grid, n: int, score_fn: Score
             mask = prime_mask[start:stop] if prime_mask.dim() == 4 else prime_mask
             primes = {"prime": prime[start:stop].repeat_interleave(n, 0),
                       "prime_mask": mask.repeat_interleave(n, 0) if mask.dim() == 4 else mask}
+        if exists(kw.get("uncond")):
+            primes["uncond"] = _slice(_check_condition(kw["uncond"]), start, stop).repeat(n)
         tokens = sample(model, _slice(cond, start, stop).repeat(n), grid, progress=progress,
-                        **primes, **kw)
+                        **primes, **{k: v for k, v in kw.items() if k != "uncond"})
         tokens = tokens.view(stop - start, n, *grid)
         samples.append(tokens)
         scores.extend(_scores(score_fn, tokens[i], start + i) for i in range(stop - start))

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
+import torch
 
 from ..data import tasks as T, world
 from ..utils import checkpoint
@@ -43,6 +44,7 @@ class TrainConfig:
     bf16: bool = False               # autocast to bfloat16 on CUDA (ignored on CPU)
     threads: Optional[int] = None    # torch threads on CPU (speed only, not in the hash)
     weights_dtype: str = "float32"   # the finished model's stored weights (what is evaluated)
+    cond_dropout: float = 0.0        # share of text conditions replaced by "None" (guidance)
     seed: int = 0
 
     def __post_init__(self):
@@ -73,6 +75,10 @@ class TrainConfig:
         if not isinstance(self.bf16, bool):
             raise ValueError(f"train.bf16 must be true or false, got {self.bf16!r}")
         world._check("train.weights_dtype", self.weights_dtype, checkpoint.DTYPES)
+        if not isinstance(self.cond_dropout, (int, float)) or isinstance(self.cond_dropout, bool) \
+                or not 0 <= self.cond_dropout < 1:
+            raise ValueError(f"train.cond_dropout must be a fraction in [0, 1), got "
+                             f"{self.cond_dropout!r}")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise ValueError(f"train.threads must be a positive integer or null, got "
                              f"{self.threads!r}")
@@ -100,9 +106,11 @@ class TrainConfig:
 
     def key(self) -> dict:
         """What the results depend on (the config without speed-only settings; the stored
-        dtype only when it is not float32, so float32 runs keep their hashes)."""
+        dtype only when it is not float32 and the condition dropout only when it is on, so
+        earlier runs keep their hashes)."""
         return {k: v for k, v in asdict(self).items() if k not in SPEED_ONLY
-                and not (k == "weights_dtype" and v == "float32")}
+                and not (k == "weights_dtype" and v == "float32")
+                and not (k == "cond_dropout" and not v)}
 
 
 class Schedule:
@@ -174,6 +182,13 @@ class TaskSampler:
 def step_seed(seed: int, step: int, rank: int = 0) -> int:
     """The torch seed of step ``step`` on ``rank`` (dropout)."""
     return int(np.random.default_rng([seed, TRAIN_STREAM + 2, step, rank]).integers(2 ** 62))
+
+
+def dropout_rows(seed: int, step: int, n: int, p: float) -> torch.Tensor:
+    """Which of the ``n`` rows of step ``step``'s batch lose their condition (bool (n,)):
+    each with probability ``p``, the same on every machine and on resuming."""
+    rng = np.random.default_rng([seed, TRAIN_STREAM + 3, step])
+    return torch.from_numpy(rng.random(n) < p)
 
 
 def model_seed(seed: int) -> int:

@@ -4,7 +4,7 @@ builds everything a real-data run needs.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping, Optional
 
 import numpy as np
@@ -95,6 +95,25 @@ class TaskData(torch.utils.data.Dataset):
             out["sketch"] = b.cond.tokens[0].view(b.cond.grid)
         return out
 
+    def without_condition(self, batch: Batch, rows: torch.Tensor) -> Batch:
+        """``batch`` with the text condition of ``rows`` (bool (B,)) replaced by the word
+        "None" (Eq. 16's empty condition): what condition dropout trains, so that sampling can
+        guide with the unconditional logits."""
+        if not self.task.reads_caption or self.none_ids is None:
+            raise ValueError(f"task {self.task.name}: only a caption can be dropped, and it needs "
+                             f'the ids of "None" (none_ids)')
+        ids, keep = batch.cond.tokens, batch.cond.keep
+        keep = torch.ones_like(ids, dtype=torch.bool) if keep is None else keep
+        none = self.none_ids.to(ids.device).long()[0]
+        n = max(ids.shape[1], len(none))
+        ids = torch.nn.functional.pad(ids, (0, n - ids.shape[1]))
+        keep = torch.nn.functional.pad(keep, (0, n - keep.shape[1]))
+        rows = rows.to(ids.device)
+        ids[rows] = torch.nn.functional.pad(none, (0, n - len(none)))
+        keep[rows] = torch.arange(n, device=ids.device) < len(none)
+        ids, keep = trim_text(ids, keep)
+        return replace(batch, cond=Condition.from_text(ids, keep))
+
     def batch(self, indices) -> Batch:
         idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
         if idx.dim() != 1 or not len(idx):
@@ -133,7 +152,8 @@ def task_data(task, role: str | None = None, split: str = "train", n: int = 256,
     wt = world_tokens(role, split, n, tokenizers, seed=seed, canvas=canvas, frames=frames,
                       variant=task.name if task.counterfactual else None, profile=profile,
                       progress=progress)
-    none_ids = tokenizers.none_condition()[0] if task.reads_none else None
+    # captioned tasks keep "None" too: training may drop their caption for it (guidance)
+    none_ids = tokenizers.none_condition()[0] if task.reads_none or task.reads_caption else None
     return TaskData(task, wt, none_ids)
 
 

@@ -20,6 +20,7 @@ from .schedule import (
     TaskSampler,
     TrainCheckpointError,
     TrainConfig,
+    dropout_rows,
     model_seed,
     step_seed,
 )
@@ -94,6 +95,11 @@ class Trainer:
     def train_step(self) -> dict:
         c, step = self.config, self.step
         task, batch = self.batch(step)
+        if c.cond_dropout and batch.cond.kind == "text" and T.get_task(task).reads_caption:
+            rows = dropout_rows(c.seed, step, c.batch_size, c.cond_dropout)
+            per = c.batch_size // self.dist.world_size
+            batch = self.data[task].without_condition(
+                batch, rows[self.dist.rank * per:(self.dist.rank + 1) * per])
         batch = batch.to(self.device)
         lr = self.opt.param_groups[0]["lr"]
         torch.manual_seed(step_seed(c.seed, step, self.dist.rank))       # dropout
