@@ -11,6 +11,10 @@ Playwright's Python package (the system Chromium, never a Playwright browser dow
   and types a new extent, and checks that the picture changes (other pixels, more or fewer
   attended-token pixels as the count goes up or down) and that the counts the widget prints
   are the ones ``nuwa_lib.viz.attended_counts`` gives for the new setting;
+* opens notebook 04_pretraining, runs all its cells, types a caption with a word the world does
+  not use into the "watch it draw" panel (a message names it, no traceback), then draws a
+  held-out caption and steps the slider back one token: the summary follows the step and one
+  more cell of the picture turns grey;
 * leaves screenshots in the git-ignored ``build/browser/``.
 
 Run by ``make test-browser`` (and by ``make test`` when a ``chromium`` is on PATH). Set
@@ -234,7 +238,7 @@ def _start_run_all(page) -> bool:
     return False
 
 
-def _run_all_cells(page) -> None:
+def _run_all_cells(page, notebook: str = NOTEBOOK) -> None:
     n_cells = page.locator(".jp-Notebook .jp-CodeCell").count()
     assert n_cells > 0
     # the kernel has started and is idle: cells sent earlier could be dropped on a slow machine
@@ -243,7 +247,7 @@ def _run_all_cells(page) -> None:
         expect(idle).to_have_count(1, timeout=PAGE_S * 1000)
     except AssertionError:
         page.screenshot(path=SHOTS / "kernel_not_idle.png")
-        raise AssertionError(f"the kernel of {NOTEBOOK} was not idle within {PAGE_S} s; dialogs "
+        raise AssertionError(f"the kernel of {notebook} was not idle within {PAGE_S} s; dialogs "
                              f"{page.locator('.jp-Dialog').all_inner_texts()}") from None
     for attempt in range(3):
         if _start_run_all(page):
@@ -252,7 +256,7 @@ def _run_all_cells(page) -> None:
     else:
         page.screenshot(path=SHOTS / "run_all_failed.png")
         dialogs = page.locator(".jp-Dialog").all_inner_texts()
-        pytest.fail(f"Run All Cells did not start any cell of {NOTEBOOK} in 3 tries "
+        pytest.fail(f"Run All Cells did not start any cell of {notebook} in 3 tries "
                     f"({START_S} s each); prompts {_prompts(page)}; dialogs {dialogs}")
     deadline = time.monotonic() + RUN_ALL_S
     while time.monotonic() < deadline:
@@ -261,10 +265,10 @@ def _run_all_cells(page) -> None:
             break
         time.sleep(1)
     else:
-        pytest.fail(f"running all cells of {NOTEBOOK} took over {RUN_ALL_S} s; prompts {_prompts(page)}")
+        pytest.fail(f"running all cells of {notebook} took over {RUN_ALL_S} s; prompts {_prompts(page)}")
     if not all(p.isdigit() for p in prompts):
         errors = page.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')
-        pytest.fail(f"{NOTEBOOK} stopped before its last cell (prompts {prompts}):\n"
+        pytest.fail(f"{notebook} stopped before its last cell (prompts {prompts}):\n"
                     + "\n".join(errors.all_inner_texts())[-3000:])
 
 
@@ -382,3 +386,49 @@ def _assert_picture_follows(png_a: bytes, png_b: bytes, text_a: str, text_b: str
     n_a, n_b = _attended(text_a), _attended(text_b)
     assert np.sign(blue_b - blue_a) == np.sign(n_b - n_a), (blue_a, blue_b, n_a, n_b)
     assert _count(b, viz.TARGET_RGB) > 0
+
+
+# ---------------------------------------------------------------------------
+# notebook 04 and its "watch it draw" panel
+
+DRAW_NOTEBOOK = "04_pretraining"
+TOKEN = re.compile(r"token (\d+) of (\d+) \(row (\d+), column (\d+)\)")
+
+
+def test_watch_it_draw_panel_draws_token_by_token(lab, page):
+    _open(page, lab, f"notebooks/{DRAW_NOTEBOOK}.ipynb")
+    expect(page.locator(".jp-Notebook .jp-CodeCell").first).to_be_visible(timeout=PAGE_S * 1000)
+    expect(page.locator(".jp-NotebookPanel-toolbar")).to_contain_text("Python (nuwa)",
+                                                                      timeout=PAGE_S * 1000)
+    _run_all_cells(page, DRAW_NOTEBOOK)
+    draw = page.locator(".widget-button", has_text=re.compile(r"^Draw$"))
+    cell = page.locator(".jp-Notebook .jp-CodeCell").filter(has=draw)
+    expect(cell).to_have_count(1)
+    cell.scroll_into_view_if_needed()
+    caption = cell.locator(".widget-text input")
+    message = cell.locator(".widget-html").first
+    # a word the world never uses: a message, not a traceback
+    caption.fill("a red unicorn on grass")
+    caption.press("Enter")
+    cell.locator(".widget-button", has_text=re.compile(r"^Draw$")).click()
+    expect(message).to_contain_text("no word 'unicorn'", timeout=WIDGET_S * 1000)
+    assert cell.locator('[data-mime-type="application/vnd.jupyter.stderr"]').count() == 0
+    # a held-out caption, drawn; the slider ends on the last token
+    held_out = cell.locator(".widget-dropdown select")
+    held_out.select_option(index=1)
+    expect(caption).not_to_have_value("a red unicorn on grass", timeout=WIDGET_S * 1000)
+    cell.locator(".widget-button", has_text=re.compile(r"^Draw$")).click()
+    summary = cell.locator(".widget-output .jp-OutputArea-output pre").last
+    picture = cell.locator(".widget-output img")
+    expect(summary).to_contain_text("token 64 of 64 (row 7, column 7)", timeout=WIDGET_S * 1000)
+    last = _pixels(_png(picture.first))
+    # one token back: the summary follows and the last cell is grey again
+    handle = cell.locator(".widget-slider .noUi-handle")
+    handle.focus()
+    handle.press("ArrowLeft")
+    expect(summary).to_contain_text("token 63 of 64 (row 7, column 6)", timeout=WIDGET_S * 1000)
+    before = _pixels(_png(picture.first))
+    assert before.shape == last.shape and (before != last).any()
+    grey = (96, 96, 96)
+    assert _count(before, grey) > _count(last, grey)
+    cell.locator(".jp-OutputArea-output").first.screenshot(path=SHOTS / "04_watch_it_draw.png")
