@@ -83,8 +83,8 @@ reproduce-other-cpu: venv
 
 ## Unit tests; the smoke pipeline from an empty artifact cache, its tables compared with the
 ## committed results/smoke/tables/ (exact where nothing is trained, within the band of the
-## committed reference runs where it is); notebooks 01-02 rerun from another empty cache, which must
-## give byte-identical tables; nbval on the golden notebooks; a slice of the shipped mini record
+## committed reference runs where it is); notebooks 01-02 rerun from another empty cache with one
+## worker, which must give byte-identical tables; nbval on the golden notebooks; a slice of the shipped mini record
 ## re-evaluated from its weights (the unit tests check every shipped file against its manifest);
 ## the browser test when a Chromium is there. Writes only into git-ignored build/.
 test: venv unit pipeline-check determinism nbval record-check
@@ -111,7 +111,7 @@ pipeline-check: venv
 determinism: pipeline-check
 	rm -rf build/det-results build/det-artifacts
 	NUWA_ARTIFACTS_DIR=build/det-artifacts $(VENV)/bin/nuwa-repro --profile smoke --only 01 02 \
-		--out build/det-results --identical-to build/ci-results/smoke/tables --no-progress
+		--workers 1 --out build/det-results --identical-to build/ci-results/smoke/tables --no-progress
 
 nbval: venv
 	rm -rf build/nbval-results

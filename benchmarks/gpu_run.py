@@ -20,10 +20,13 @@ into ``--out`` after every measurement, so a run cut short keeps what it measure
    Triton kernels) on a text-to-video step: 77 text tokens, a 10x21x21 target, bf16
    autocast, Adam: target tokens/s and peak memory per batch size, doubling the batch until
    it no longer fits (or the budget would be spent);
-5. ``autotune``  -- a few Triton block configurations (block_m, block_n, num_warps), each
+5. ``retrain_stage`` -- a slice of ``mini``'s Eq. 16 pretraining run (``make retrain``'s longest
+   single run) on the GPU, bf16 autocast, against the CPU time per step of the shipped model's
+   manifest entry: the speed-up and the stage's estimated time on this GPU;
+6. ``autotune``  -- a few Triton block configurations (block_m, block_n, num_warps), each
    checked, timed forward+backward on the benchmark case; then ``choice`` again, with the
    fastest of them;
-6. ``pytest``    -- the kernel test file compiled, with what time is left (when pytest and
+7. ``pytest``    -- the kernel test file compiled, with what time is left (when pytest and
    hypothesis are installed).
 
 ``--dry-run`` runs every part on the CPU with tiny shapes (Triton under the interpreter,
@@ -451,6 +454,51 @@ def part_paper_step(run: Run, entry: dict):
                                    else "largest tried (none ran out of memory)")
 
 
+def part_retrain_stage(run: Run, entry: dict):
+    """The ``mini`` Eq. 16 pretraining run (``make retrain``'s longest single run) for a slice
+    of its steps on this device, bf16 autocast on CUDA, against the CPU time per step the
+    shipped model's manifest entry records (same model, batch and data size). Untrained
+    tokenizers give the tokens: a step's cost does not depend on their values."""
+    torch = run.torch
+    from dataclasses import replace
+
+    from nuwa_lib.experiments import record
+    from nuwa_lib.tokenizers.token_sets import profile_tokenizers
+    from nuwa_lib.training import runs, trainer
+    from nuwa_lib.training.distributed import Dist
+    from nuwa_lib.utils import weights
+    from nuwa_lib.utils.profiles import load_profile
+
+    cfg = load_profile("smoke" if run.dry else "mini")
+    steps, warm, size = (3, 1, 16) if run.dry else (200, 20, 1000)
+    toks = profile_tokenizers(cfg, untrained=True, progress=False)
+    r = record.pretraining_run(cfg)
+    p = runs.plan(r.cfg, tokenizers=toks, progress=False)
+    data = runs.build_data(p.tasks, p.roles, toks, size, progress=False, **p.run["world"])
+    config = replace(p.config, bf16=not run.dry)
+    tr = trainer.Trainer(p.model_config, config, data, dist=Dist(device=run.device))
+    for _ in range(warm):
+        tr.train_step()
+    run.sync()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        tr.train_step()
+    run.sync()
+    step_s = (time.perf_counter() - t0) / steps
+    entry.update(profile=cfg["name"], tasks=list(p.tasks), batch=config.batch_size,
+                 steps_timed=steps, device_step_s=step_s,
+                 autocast="bfloat16" if config.bf16 else "none")
+    shipped = next((e for e in weights.manifest(cfg["name"])["files"].values()
+                    if e.get("slot") == r.slot), None)
+    if shipped and shipped.get("steps") and shipped.get("train_seconds"):
+        cpu_step = shipped["train_seconds"] / shipped["steps"]
+        entry.update(cpu_step_s=cpu_step, cpu_trained_by=shipped.get("trained_by"),
+                     speedup=cpu_step / step_s,
+                     stage_estimate_s=step_s * shipped["steps"])
+    else:
+        entry["cpu_step_s"] = None        # smoke ships no model: nothing to compare with
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dry-run", action="store_true",
@@ -477,6 +525,7 @@ def main(argv=None) -> int:
     run.part("benchmark", lambda e: part_benchmark(run, e), needs_s=60)
     run.part("choice", lambda e: part_choice(run, e), needs_s=-math.inf)
     run.part("paper_step", lambda e: part_paper_step(run, e), needs_s=90)
+    run.part("retrain_stage", lambda e: part_retrain_stage(run, e), needs_s=90)
     run.part("autotune", lambda e: part_autotune(run, e), needs_s=40)
     run.part("choice", lambda e: part_choice(run, e), needs_s=-math.inf)  # with the tuned blocks
     run.part("pytest", lambda e: part_pytest(run, e), needs_s=30)

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import tablecheck
-from .utils import progress
+from .utils import machine, progress
 from .utils.paths import NOTEBOOKS_DIR, REPO_ROOT, resolve, results_dir
 from .utils.profiles import available_profiles, load_profile
 
@@ -92,7 +92,7 @@ def _kernel_name() -> str:
 class _Watch(logging.Handler):
     """What the pipeline's bar shows while a notebook runs: the cell papermill is executing
     (from its log, whose cell outputs are dropped here: they stay in the notebook) and the
-    latest bar the kernel or its workers wrote to the progress file."""
+    bars the kernel and its workers are drawing now (one per process)."""
 
     def __init__(self, bar, nb: str, cells: int, progress_file: str):
         super().__init__(logging.INFO)
@@ -108,7 +108,7 @@ class _Watch(logging.Handler):
             self.show()
 
     def show(self):
-        inner = progress.latest(self.file, 60)
+        inner = progress.running(self.file, 90)
         self.bar.set_postfix_str(f"{self.nb} · cell {self.cell}/{self.cells}"
                                  + (f" · {inner}" if inner else ""))
 
@@ -233,7 +233,8 @@ def run(profile: str, only: Sequence[str] | None = None, start: str | None = Non
         if saved_env is not None:
             os.environ[progress.ENV] = saved_env
         if progress_file:
-            Path(progress_file).unlink(missing_ok=True)
+            for f in [Path(progress_file), *progress.files(progress_file)]:
+                f.unlink(missing_ok=True)
     return done
 
 
@@ -268,6 +269,16 @@ def _parser() -> argparse.ArgumentParser:
                    help="instead of running the notebooks, train the profile's shipped models of "
                         "these stages afresh (all when none is named) and write them with the "
                         "manifest into results/<profile>/weights/; resumes an interrupted retrain")
+    p.add_argument("--workers", metavar="N",
+                   help="runs trained at once, one process each (default: each section's "
+                        "'workers', auto = the cores this process may use / its threads); sets "
+                        "NUWA_WORKERS for the notebooks. Wall time only: the numbers are the same")
+    p.add_argument("--threads", metavar="N",
+                   help="torch threads per run (default: each section's 'threads'); sets "
+                        "NUWA_THREADS for the notebooks")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"),
+                   help="where NÜWA trains and samples (default: the profile's device, auto = a "
+                        "CUDA GPU when there is one); sets NUWA_DEVICE for the notebooks")
     p.add_argument("--park", action="store_true",
                    help="copy the training states of unfinished runs (artifacts/<profile>/*/"
                         "*.partial.pt) into results/<profile>/weights/partial/ and list them in "
@@ -293,6 +304,24 @@ def retrain(profile: str, stages: Sequence[str], show_progress: bool = True) -> 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    for value, env, name in ((args.workers, machine.WORKERS_ENV, "--workers"),
+                             (args.threads, machine.THREADS_ENV, "--threads")):
+        if value is None:
+            continue
+        try:
+            if not (name == "--workers" and value == "auto"):
+                machine.whole(name, value)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        os.environ[env] = value          # the kernels and worker processes inherit it
+    if args.device:
+        try:
+            machine.device(args.device)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        os.environ[machine.DEVICE_ENV] = args.device
     if args.list:
         from .experiments.record import STAGES
 

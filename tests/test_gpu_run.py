@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PARTS = ("checks", "benchmark", "choice", "paper_step", "autotune", "pytest")
+PARTS = ("checks", "benchmark", "choice", "paper_step", "retrain_stage", "autotune", "pytest")
 
 
 def _run(out: Path, *extra) -> dict:
@@ -77,3 +77,9 @@ def test_a_spent_budget_skips_parts_and_still_writes_the_record(tmp_path):
         "failed: RuntimeError: no correct, timed backend to choose from"
     assert "choice" not in record
     assert "choice" not in record
+
+
+def test_dry_run_times_a_retrain_stage_step(record):
+    part = record["parts"]["retrain_stage"]
+    assert part["profile"] == "smoke" and sorted(part["tasks"]) == ["T2I", "T2V", "V2V"]
+    assert part["device_step_s"] > 0 and part["cpu_step_s"] is None   # smoke ships nothing

@@ -1,6 +1,7 @@
 """Progress bars go to the pipeline's file when it watches, to a terminal otherwise, and
 never into a notebook's outputs or a CI log."""
 import logging
+import os
 
 from nuwa_lib import pipeline
 from nuwa_lib.utils import progress
@@ -13,9 +14,10 @@ def test_bars_follow_the_progress_file(tmp_path, monkeypatch, capsys):
     assert progress.enabled(True) and not progress.enabled(False) and progress.for_workers()
     for _ in progress.bar(range(3), desc="judge classifier", mininterval=0):
         pass
-    assert "judge classifier" in path.read_text()
+    (mine,) = progress.files(path)                            # <file>.<this process's pid>
+    assert mine.name == f"progress.log.{os.getpid()}" and "judge classifier" in mine.read_text()
     assert capsys.readouterr().err == ""
-    assert progress.latest(path).startswith("judge classifier: 100%")
+    assert progress.running(path).startswith("judge classifier: 100%")
 
 
 def test_without_the_file_bars_stay_quiet_off_a_terminal(monkeypatch, capsys):
@@ -46,9 +48,20 @@ class _Bar:
         self.shown.append(s)
 
 
+def test_running_shows_one_bar_per_process_and_drops_cleared_ones(tmp_path):
+    path = tmp_path / "p.log"
+    assert progress.running(path) == ""
+    (tmp_path / "p.log.11").write_text("\rvqgan vqgan_f4:  40%| 4/10")
+    (tmp_path / "p.log.12").write_text("\rvqvae vqvae_f4:  20%| 2/10\r          \r")  # done
+    (tmp_path / "p.log.13").write_text("\rvqgan vqgan_f2:  10%| 1/10")
+    os.utime(tmp_path / "p.log.11", ns=(1, 1))                    # the older update
+    assert progress.running(path) == "vqgan vqgan_f2:  10%| 1/10 | vqgan vqgan_f4:  40%| 4/10"
+    assert len(progress.running(path, 30)) == 30
+
+
 def test_the_pipeline_bar_names_the_cell_and_the_running_training(tmp_path):
     path = tmp_path / "p.log"
-    path.write_text("\rNÜWA T2I+V2V+T2V:  40%| 12/30")
+    (tmp_path / "p.log.7").write_text("\rNÜWA T2I+V2V+T2V:  40%| 12/30")
     bar = _Bar()
     with pipeline._Watch(bar, "04_pretraining", 17, str(path)):
         logging.getLogger("papermill").info("Executing Cell 5---------")

@@ -25,7 +25,7 @@ from ..data import tasks as T
 from ..evaluation import judges as J
 from ..tokenizers import token_sets, vq_eval, vq_train, vqgan
 from ..training import runs, task_data
-from ..utils import cache, checkpoint, progress as P, weights
+from ..utils import cache, checkpoint, machine, progress as P, weights
 from ..utils.pool import map_in_processes
 from . import image_tasks, study, video_tasks
 
@@ -142,17 +142,19 @@ def _judge_in_worker(cfg, name):
 
 
 def _train_judges(cfg, progress=True) -> None:
-    """The missing judges trained two at a time (the longest first), one process each; a
-    judge is a function of its config, so only the wall time changes."""
+    """The missing judges trained ``judges.workers`` at a time (default: as many as the cores
+    allow; the longest first), one process each; a judge is a function of its config, so only
+    the wall time changes."""
     profile = cache.profile_of(cfg)
     jcfg = J.JudgesConfig.from_profile(cfg)
     missing = [n for n in J.JUDGE_NAMES if not cache.available(
         J.judge_path(n, jcfg, profile), J.judge_spec(n, jcfg, profile))]
     missing.sort(key=lambda n: (n != "video", -jcfg.judge(n).steps))   # video: 8 frames a sample
-    if len(missing) > 1:
-        with P.bar(total=len(missing), desc=f"training {len(missing)} judges, 2 at a time",
-                   progress=progress) as bar:
-            map_in_processes(_judge_in_worker, [(dict(cfg), n) for n in missing], 2,
+    workers = machine.workers((cfg.get("judges") or {}).get("workers", "auto"))
+    if len(missing) > 1 and workers > 1:
+        with P.bar(total=len(missing), desc=f"training {len(missing)} judges, {workers} at a "
+                   f"time", progress=progress) as bar:
+            map_in_processes(_judge_in_worker, [(dict(cfg), n) for n in missing], workers,
                              done=lambda i, _: bar.update(1))
 
 
@@ -243,9 +245,9 @@ def retrain(cfg: Mapping[str, Any], stages: Sequence[str] = ("all",), progress=T
     Returns {stage: {"files": [...], "seconds": s}}."""
     stages = check_stages(stages)
     profile = cache.profile_of(cfg)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    # one run alone gets every core (threads are speed only, not in any hash)
-    cfg = {**cfg, "train": {**(cfg.get("train") or {}), "threads": int(cores or 1)}}
+    # one run alone gets every core (threads are speed only, not in any hash), unless
+    # NUWA_THREADS (--threads) says otherwise
+    cfg = {**cfg, "train": {**(cfg.get("train") or {}), "threads": machine.threads(machine.cores())}}
     before = os.environ.get(weights.RETRAIN_ENV)
     report = {}
     try:

@@ -45,7 +45,7 @@ from ..data import splits, tasks as T, world
 from ..model.config import NuwaConfig
 from ..model.nuwa import Nuwa
 from ..tokenizers.token_sets import Tokenizers, profile_tokenizers
-from ..utils import checkpoint, parked, progress as P
+from ..utils import checkpoint, machine, parked, progress as P
 from ..utils.cache import artifact_path, available, fetch, key_hash, profile_of, source_of
 from ..utils.pool import map_in_processes
 from ..utils.provenance import training_record
@@ -143,7 +143,7 @@ def heldout_loss(model: Nuwa, data: TaskData, batch_size: int = 64) -> float:
     total, n = 0.0, len(data)
     with torch.no_grad():
         for i in range(0, n, batch_size):
-            b = data.batch(list(range(i, min(n, i + batch_size))))
+            b = data.batch(list(range(i, min(n, i + batch_size)))).to(model.bos.device)
             logits = model(b.cond, b.target)
             total += float(F.cross_entropy(logits.flatten(0, 1).float(),
                                            b.target.reshape(-1))) * b.target.shape[0]
@@ -206,6 +206,7 @@ class Plan:
     run: dict
     hash: str
     init_state: Optional[Mapping] = None
+    device: str = "cpu"            # where it trains and samples (speed only, not in the hash)
 
     @property
     def label(self) -> str:
@@ -252,7 +253,8 @@ def plan(cfg: Mapping[str, Any], tasks=T.PRETRAIN_TASKS, *, profile: str | None 
         "roles": roles, "world": ws, "tokenizers": used, "init": init_hash,
         **({"data": dict(data_key)} if data_key else {})})
     hash_ = key_hash(run)
-    return Plan(profile, tasks, roles, mcfg, tcfg, tokenizers, run, hash_, init_state)
+    return Plan(profile, tasks, roles, mcfg, tcfg, tokenizers, run, hash_, init_state,
+                machine.device(cfg.get("device")))
 
 
 def fit(p: Plan, *, state_path, model_path, stop_after=None, progress=True,
@@ -260,7 +262,7 @@ def fit(p: Plan, *, state_path, model_path, stop_after=None, progress=True,
     """Tokenize the data (rank 0 first, the others then read its cache), train with a
     resumable state at ``state_path`` and write the model to ``model_path`` (rank 0).
     Returns (trainer, info, finished)."""
-    dist = dist or Dist()
+    dist = dist or Dist(device=p.device)
     if data is None:
         data = dist.main_first(lambda main: build_data(
             p.tasks, p.roles, p.tokenizers, p.config.data_size, profile=p.profile,
@@ -303,8 +305,9 @@ def get_pretrained(cfg: Mapping[str, Any], tasks=T.PRETRAIN_TASKS, *, profile: s
 
     def load(path):
         model, payload = load_model(path, p.run, p.hash)
-        return model, {**payload.get("info", {}), "history": payload.get("history", []),
-                       "path": str(path), "source": source_of(path)}
+        return model.to(p.device), {**payload.get("info", {}),
+                                    "history": payload.get("history", []), "path": str(path),
+                                    "source": source_of(path)}
 
     def build():
         state_path = p.path.with_name(f"{p.label}-{p.hash}.partial.pt")
@@ -312,7 +315,8 @@ def get_pretrained(cfg: Mapping[str, Any], tasks=T.PRETRAIN_TASKS, *, profile: s
         tr, info, _ = fit(p, state_path=state_path, model_path=p.path, progress=progress)
         state_path.unlink(missing_ok=True)
         model, _ = load_model(p.path, p.run, p.hash)
-        return model, {**info, "history": tr.history, "path": str(p.path), "source": "trained"}
+        return model.to(p.device), {**info, "history": tr.history, "path": str(p.path),
+                                    "source": "trained"}
 
     return fetch(p.path, load, build, build_if_missing=train_if_missing, spec=p.spec(slot),
                  missing=f"no cached NÜWA model for {p.label} at {p.path}; run the pretraining "

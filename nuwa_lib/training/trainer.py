@@ -108,21 +108,37 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if c.grad_clip:
-            norm = float(torch.nn.utils.clip_grad_norm_(self.params, c.grad_clip))
+            norm = torch.nn.utils.clip_grad_norm_(self.params, c.grad_clip)
         else:
-            norm = float(torch.linalg.vector_norm(
-                torch.stack([p.grad.norm() for p in self.params if p.grad is not None])))
+            norm = torch.linalg.vector_norm(
+                torch.stack([p.grad.norm() for p in self.params if p.grad is not None]))
         self.opt.step()
         self.sched.step()
         value = loss.detach()
         if self.dist.world_size > 1:
             torch.distributed.all_reduce(value)
             value = value / self.dist.world_size
-        log = {"step": step, "task": task, "loss": float(value), "lr": float(lr),
-               "grad_norm": norm}
-        self.history.append(log)
+        # the loss and the norm stay tensors until read (:attr:`history`): no wait for the
+        # device in the loop
+        log = {"step": step, "task": task, "loss": value, "lr": float(lr),
+               "grad_norm": norm.detach()}
+        self._history.append(log)
         self.step += 1
         return log
+
+    @property
+    def history(self) -> list:
+        """Every step's log, its loss and gradient norm as numbers."""
+        for log in self._history[self._read:]:
+            for k in ("loss", "grad_norm"):
+                if isinstance(log[k], torch.Tensor):
+                    log[k] = float(log[k])
+        self._read = len(self._history)
+        return self._history
+
+    @history.setter
+    def history(self, value) -> None:
+        self._history, self._read = list(value), 0
 
     def run(self, until: int | None = None, progress=True, on_step: Callable | None = None):
         """Train until step ``until`` (default: the config's steps); ``on_step(trainer)``
@@ -131,6 +147,7 @@ class Trainer:
         bar = P.bar(total=until, initial=self.step, desc="NÜWA " + "+".join(self.tasks),
                     progress=self.dist.main and progress, leave=False)
         recent: dict = {}
+        bar_shown = not bar.disable
         before = torch.get_num_threads()
         if self.config.threads and self.device.type == "cpu":
             torch.set_num_threads(self.config.threads)
@@ -142,8 +159,8 @@ class Trainer:
                     log = self.train_step()
                     recent[log["task"]] = log["loss"]
                     bar.update(1)
-                    if self.step % 10 == 0 or self.step == until:
-                        bar.set_postfix({k: f"{v:.3f}" for k, v in recent.items()})
+                    if bar_shown and (self.step % 10 == 0 or self.step == until):
+                        bar.set_postfix({k: f"{float(v):.3f}" for k, v in recent.items()})
                     if on_step is not None:
                         on_step(self)
         finally:

@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from . import machine
 from .paths import PROFILES_DIR
 
 
@@ -17,7 +18,8 @@ def available_profiles() -> list[str]:
 
 
 def load_profile(name: str) -> dict[str, Any]:
-    """The profile as a plain dict (``name`` always set to the profile's name)."""
+    """The profile as a plain dict (``name`` always set to the profile's name), its sections'
+    ``workers`` and ``threads`` fitted to this machine (:func:`nuwa_lib.utils.machine.fit`)."""
     valid = available_profiles()
     if name not in valid:
         raise ValueError(f"unknown profile {name!r}; valid profiles: {', '.join(valid)}")
@@ -31,4 +33,4 @@ def load_profile(name: str) -> dict[str, Any]:
     if "seed" not in cfg:
         raise ValueError(f"{path}: missing required key 'seed'")
     cfg["name"] = name
-    return cfg
+    return machine.fit(cfg)

@@ -4,9 +4,10 @@ Every long loop of the library (judges, tokenizers, NÜWA training, tokenizing d
 the study's arms) draws its bar with :func:`bar`. Where it goes:
 
 * ``NUWA_PROGRESS_FILE`` set (``nuwa-repro`` sets it for the kernels and the worker processes
-  it starts, unless run with ``--no-progress``): text bars appended to that file, which the
-  pipeline's own bar reads back (:func:`latest`) to show the running training and its step.
-  Nothing reaches the notebook's outputs, so the checked cells stay clean;
+  it starts, unless run with ``--no-progress``): text bars appended to ``<that file>.<pid>``,
+  one file per process, which the pipeline's own bar reads back (:func:`running`) to show the
+  trainings running at once (one per worker) and their steps. Nothing reaches the notebook's
+  outputs, so the checked cells stay clean;
 * otherwise: on stderr when it is a terminal, never under CI.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ import atexit
 import functools
 import os
 import sys
+from pathlib import Path
 
 ENV = "NUWA_PROGRESS_FILE"
 
@@ -47,7 +49,7 @@ def bar(iterable=None, *, progress=True, **kwargs):
     from tqdm import tqdm
 
     path = os.environ.get(ENV)
-    stream = _open(path) if path else sys.stderr
+    stream = _open(f"{path}.{os.getpid()}") if path else sys.stderr
     kwargs.setdefault("mininterval", 1.0 if path else 0.1)
     return tqdm(iterable, file=stream, disable=not enabled(progress), **kwargs)
 
@@ -68,3 +70,22 @@ def latest(path, width: int = 72) -> str:
         parts.pop()
     last = parts[-1].strip() if parts else ""
     return last if len(last) <= width else last[: width - 1] + "…"
+
+
+def files(path) -> list:
+    """The per-process files of the progress file ``path``, the most recently written first."""
+    found = []
+    for p in Path(path).parent.glob(f"{Path(path).name}.*"):
+        try:
+            found.append((p.stat().st_mtime_ns, p))
+        except OSError:          # finished and removed meanwhile
+            pass
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def running(path, width: int = 72) -> str:
+    """The bars drawing now, one per process (the most recent first), joined by " | " and
+    shortened to ``width``: what runs at once, e.g. two tokenizers in two workers."""
+    shown = [b for b in (latest(p, width) for p in files(path)) if b]
+    text = " | ".join(shown)
+    return text if len(text) <= width else text[: width - 1] + "…"
