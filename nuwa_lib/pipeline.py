@@ -280,10 +280,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="where NÜWA trains and samples (default: the profile's device, auto = a "
                         "CUDA GPU when there is one); sets NUWA_DEVICE for the notebooks")
     p.add_argument("--park", action="store_true",
-                   help="copy the training states of unfinished runs (artifacts/<profile>/*/"
-                        "*.partial.pt) into results/<profile>/weights/partial/ and list them in "
-                        "the manifest, so a commit carries them to the next session; a run "
-                        "resumes from them when this machine's cache has none")
+                   help="copy a running retrain's progress (the training states of its "
+                        "unfinished runs, the models it finished but has not shipped) into "
+                        "results/<profile>/weights/partial/ and list it in the manifest, so a "
+                        "commit carries it to the next session, where the retrain continues")
     return p
 
 
@@ -339,10 +339,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         files = parked.park(args.profile)
         for f in files:
             e = weights.manifest(args.profile)["partial"][f]
-            print(f"parked {f}: step {e['step']} of {e['steps'] or '?'}, {e['bytes']:,} bytes")
-        print(f"parked {len(files)} training state(s) in "
-              f"{weights.weights_dir(args.profile) / parked.FOLDER}" if files else
-              "no unfinished run to park (no *.partial.pt in the cache)")
+            what = "finished" if e.get("finished") else f"step {e['step']} of {e['steps'] or '?'}"
+            print(f"parked {f}: {what}, {e['bytes']:,} bytes")
+        print(f"parked {len(files)} file(s) in {weights.weights_dir(args.profile) / parked.FOLDER}"
+              if files else "nothing to park: no unfinished run, no unshipped model of a retrain")
         return 0
     if args.retrain is not None:
         try:

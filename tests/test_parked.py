@@ -2,12 +2,14 @@
 committed with its sha256, a run with no local state continues from it to the same weights as
 an uninterrupted one, an altered parked state is an error naming it, and shipping the finished
 model removes it."""
+import os
+
 import pytest
 import torch
 
 from nuwa_lib import pipeline
 from nuwa_lib.tokenizers import vq_train, vqgan as V
-from nuwa_lib.utils import cache, parked, weights
+from nuwa_lib.utils import cache, checkpoint, parked, weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -78,6 +80,33 @@ def test_shipping_the_finished_model_removes_its_parked_state(toy):
 
 def test_park_on_the_command_line(toy, capsys):
     assert pipeline.main(["--profile", "smoke", "--park"]) == 0
-    assert "no unfinished run" in capsys.readouterr().out
+    assert "nothing to park" in capsys.readouterr().out
     assert pipeline.main(["--profile", "nope", "--park"]) == 1
     assert "unknown profile" in capsys.readouterr().err
+
+
+def test_a_retrains_finished_models_are_parked_and_found_elsewhere(toy):
+    """A stage ships when all its runs are done; the runs it finished before the session ended
+    travel as parked models, and the cache takes them instead of training again."""
+    old = cache.artifact_path("toy", "vqgan", "old", "h0")
+    checkpoint.save(old, {"format": "x"})             # before the retrain: not parked
+    os.utime(old, (1, 1))
+    parked.begin("toy", ["tokenizers"])
+    tr, _ = vq_train.train_tokenizer(CONFIG, progress=False)
+    final = cache.artifact_path("toy", "vqgan", "vq", "h1")
+    vq_train.save_tokenizer(final, CONFIG, "h1", tr.model, tr.history, {"steps": 8})
+    assert parked.local_finished("toy") == [final]
+    (rel,) = parked.park("toy")
+    assert rel == "partial/vqgan/vq-h1.pt"
+    entry = weights.manifest("toy")["partial"][rel]
+    assert entry["finished"] and entry["step"] == entry["steps"] == 8
+    final.unlink()                                    # another machine
+    spec = weights.Spec("toy", "vqgan", "vq", "h1", slot="tokenizers/vq")
+    built = []
+    model, loaded = cache.fetch(final, lambda p: vq_train.load_tokenizer(p, CONFIG, "h1")[0],
+                                lambda: built.append(1), spec=spec)
+    assert loaded and not built and cache.RESOLVED[-1][2] == "cached"
+    weights.ship(spec, final, stage="tokenizers", record={"steps": 8})
+    assert weights.manifest("toy")["partial"] == {} and weights.verify("toy") == []
+    parked.end("toy")
+    assert parked.local_finished("toy") == []         # no retrain running: nothing to carry

@@ -8,7 +8,8 @@ what it was built from). A change to any of those gives another file, so a stale
 never loaded, and a notebook that finds its inputs built only loads them (DESIGN §3).
 :func:`fetch` is the one "load if built, else build and save"; for a trained model it looks
 first in the shipped weights (:mod:`nuwa_lib.utils.weights`), so the resolution order is
-shipped weights whose hash matches -> this cache -> train (where the caller allows it).
+shipped weights whose hash matches -> this cache (or a model an interrupted retrain parked,
+:mod:`nuwa_lib.utils.parked`) -> train (where the caller allows it).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Mapping, Tuple
 
-from . import weights
+from . import parked, weights
 from .paths import artifacts_dir
 
 # (spec, path, how) of every model resolved in this process, how = shipped | cached | trained:
@@ -61,8 +62,8 @@ def fetch(path, load: Callable[[Path], Any], build: Callable[[], Any], *,
         if shipped is not None:
             RESOLVED.append((spec, shipped, "shipped"))
             return load(shipped), True
-    if path.exists() and not rebuild:
-        RESOLVED.append((spec, path, "cached"))
+    if not rebuild and (path.exists() or (spec is not None and parked.unpark(path, spec.profile))):
+        RESOLVED.append((spec, path, "cached"))     # (unpark: a model an earlier session parked)
         return load(path), True
     if spec is not None and not rebuild:
         problem = weights.mismatch(spec)
