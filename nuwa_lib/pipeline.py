@@ -269,6 +269,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="instead of running the notebooks, train the profile's shipped models of "
                         "these stages afresh (all when none is named) and write them with the "
                         "manifest into results/<profile>/weights/; resumes an interrupted retrain")
+    p.add_argument("--missing", action="store_true",
+                   help="with --retrain: keep the shipped models that fit the profile, train and "
+                        "ship only the others (new rows or seeds, changed configs)")
     p.add_argument("--workers", metavar="N",
                    help="runs trained at once, one process each (default: each section's "
                         "'workers', auto = the cores this process may use / its threads); sets "
@@ -287,7 +290,8 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def retrain(profile: str, stages: Sequence[str], show_progress: bool = True) -> dict:
+def retrain(profile: str, stages: Sequence[str], show_progress: bool = True,
+            missing_only: bool = False) -> dict:
     """``--retrain``: :func:`nuwa_lib.experiments.record.retrain` on the profile."""
     from .experiments import record
     from .utils.profiles import load_profile
@@ -299,7 +303,8 @@ def retrain(profile: str, stages: Sequence[str], show_progress: bool = True) -> 
         stages = record.check_stages(stages)
     except ValueError as err:
         raise PipelineError(str(err)) from None
-    return record.retrain(load_profile(profile), stages, progress=show_progress)
+    return record.retrain(load_profile(profile), stages, progress=show_progress,
+                          missing_only=missing_only)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -344,9 +349,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"parked {len(files)} file(s) in {weights.weights_dir(args.profile) / parked.FOLDER}"
               if files else "nothing to park: no unfinished run, no unshipped model of a retrain")
         return 0
+    if args.missing and args.retrain is None:
+        print("error: --missing goes with --retrain", file=sys.stderr)
+        return 1
     if args.retrain is not None:
         try:
-            report = retrain(args.profile, args.retrain, show_progress=not args.no_progress)
+            report = retrain(args.profile, args.retrain, show_progress=not args.no_progress,
+                             missing_only=args.missing)
         except PipelineError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1

@@ -83,6 +83,8 @@ def test_park_on_the_command_line(toy, capsys):
     assert "nothing to park" in capsys.readouterr().out
     assert pipeline.main(["--profile", "nope", "--park"]) == 1
     assert "unknown profile" in capsys.readouterr().err
+    assert pipeline.main(["--profile", "smoke", "--missing"]) == 1
+    assert "--missing goes with --retrain" in capsys.readouterr().err
 
 
 def test_a_retrains_finished_models_are_parked_and_found_elsewhere(toy):

@@ -150,6 +150,17 @@ def test_retraining_a_stage_sets_its_shipped_files_aside(shipped, monkeypatch):
     assert weights.find(spec) is not None
 
 
+def test_completing_a_stage_keeps_its_shipped_files_and_replaces_mismatched_ones(shipped,
+                                                                                monkeypatch):
+    spec, _ = shipped
+    monkeypatch.setenv(weights.MISSING_ENV, "judges")      # --retrain judges --missing
+    assert weights.find(spec) is not None                  # a model that fits stays
+    other = weights.Spec("toy", "judges", "net", "fff", {}, "judges/net")
+    assert weights.mismatch(other) is None                 # one of another config is replaced
+    monkeypatch.setenv(weights.MISSING_ENV, "tokenizers")
+    assert weights.mismatch(other) is not None
+
+
 def test_shipping_a_slot_again_replaces_its_old_file(shipped):
     spec, _ = shipped
     src = cache.artifact_path("toy", "judges", "net", "bbb222")

@@ -25,7 +25,7 @@ from ..data import tasks as T
 from ..evaluation import judges as J
 from ..tokenizers import token_sets, vq_eval, vq_train, vqgan
 from ..training import runs, task_data
-from ..utils import cache, checkpoint, machine, progress as P, weights
+from ..utils import cache, checkpoint, machine, parked, progress as P, weights
 from ..utils.pool import map_in_processes
 from . import image_tasks, study, video_tasks
 
@@ -238,28 +238,35 @@ def ship_resolved(cfg: Mapping[str, Any], stage: str, resolved: Sequence, progre
     return out
 
 
-def retrain(cfg: Mapping[str, Any], stages: Sequence[str] = ("all",), progress=True) -> dict:
+def retrain(cfg: Mapping[str, Any], stages: Sequence[str] = ("all",), progress=True,
+            missing_only: bool = False) -> dict:
     """Train every model of ``stages`` afresh (their shipped models set aside; this
     machine's cache and partial training states are used, so an interrupted retrain
-    continues where it stopped) and ship them with the manifest, stage by stage.
+    continues where it stopped) and ship them with the manifest, stage by stage. With
+    ``missing_only`` the shipped models that fit the profile are kept and only the others
+    (new rows, seeds, changed configs) are trained and shipped.
     Returns {stage: {"files": [...], "seconds": s}}."""
     stages = check_stages(stages)
     profile = cache.profile_of(cfg)
     # one run alone gets every core (threads are speed only, not in any hash), unless
     # NUWA_THREADS (--threads) says otherwise
     cfg = {**cfg, "train": {**(cfg.get("train") or {}), "threads": machine.threads(machine.cores())}}
-    before = os.environ.get(weights.RETRAIN_ENV)
+    env = weights.MISSING_ENV if missing_only else weights.RETRAIN_ENV
+    before = os.environ.get(env)
     report = {}
+    parked.begin(profile, stages)          # what `nuwa-repro --park` would carry meanwhile
     try:
         for i, stage in enumerate(stages):
-            # this stage and the later ones are set aside; the earlier ones are shipped by now
-            os.environ[weights.RETRAIN_ENV] = ",".join(stages[i:])    # workers inherit it
+            # this stage and the later ones are set aside (or, completing them, their
+            # mismatched models replaced); the earlier ones are shipped by now
+            os.environ[env] = ",".join(stages[i:])    # workers inherit it
             t0 = time.perf_counter()
             del cache.RESOLVED[:]
             resolve(cfg, stage, progress=progress)
             files = ship_resolved(cfg, stage, list(cache.RESOLVED), progress=progress)
             # this stage's old files that no model of the stage uses any more
-            kept = set(files)
+            kept = set(files) | {s.file for s, _, how in cache.RESOLVED
+                                 if s is not None and how == "shipped"}
             stale = [f for f, e in weights.manifest(profile)["files"].items()
                      if e.get("stage") == stage and f not in kept]
             if stale:
@@ -268,11 +275,12 @@ def retrain(cfg: Mapping[str, Any], stages: Sequence[str] = ("all",), progress=T
             print(f"retrain {stage}: {len(files)} model(s) shipped to "
                   f"{weights.weights_dir(profile)} in {report[stage]['seconds']:.0f} s",
                   flush=True)
+        parked.end(profile)
     finally:
         if before is None:
-            os.environ.pop(weights.RETRAIN_ENV, None)
+            os.environ.pop(env, None)
         else:
-            os.environ[weights.RETRAIN_ENV] = before
+            os.environ[env] = before
     return report
 
 

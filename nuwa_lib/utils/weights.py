@@ -33,6 +33,7 @@ MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "nuwa-weights-manifest"
 MANIFEST_VERSION = 1
 RETRAIN_ENV = "NUWA_RETRAIN"          # comma-separated stages being retrained, or "all"
+MISSING_ENV = "NUWA_RETRAIN_MISSING"  # stages being completed: their shipped models kept
 
 
 class WeightsError(CheckpointError):
@@ -114,6 +115,13 @@ def _set_aside(entry: Mapping) -> bool:
     return "all" in stages or entry.get("stage") in stages
 
 
+def _completing(entry: Mapping) -> bool:
+    """Whether ``entry``'s stage is being completed (``--retrain --missing``): a model it
+    ships under another hash is about to be replaced, not an error."""
+    stages = {s.strip() for s in os.environ.get(MISSING_ENV, "").split(",") if s.strip()}
+    return "all" in stages or entry.get("stage") in stages
+
+
 def check_file(profile: str, file: str, entry: Mapping) -> Path:
     """The shipped ``file`` after checking its size and sha256 against the manifest's
     ``entry`` (once per process while the file is unchanged); :class:`WeightsError` names a
@@ -171,7 +179,8 @@ def mismatch(spec: Spec) -> str | None:
     if spec.slot is None:
         return None
     for file, entry in manifest(spec.profile)["files"].items():
-        if entry.get("slot") == spec.slot and file != spec.file and not _set_aside(entry):
+        if entry.get("slot") == spec.slot and file != spec.file and not _set_aside(entry) \
+                and not _completing(entry):
             keys = differing_keys(entry.get("key") or {}, spec.key) or ["(the code version)"]
             shown = len(keys) if len(keys) <= 8 else 8
             return (f"{weights_dir(spec.profile) / file}: the shipped {spec.slot} was made for "
