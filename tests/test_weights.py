@@ -161,6 +161,18 @@ def test_completing_a_stage_keeps_its_shipped_files_and_replaces_mismatched_ones
     assert weights.mismatch(other) is not None
 
 
+def test_a_shipped_file_may_keep_every_nth_step_of_its_history(tmp_path, monkeypatch):
+    assert [h["step"] for h in weights.thin([{"step": i} for i in range(45)], 20)] == [19, 39, 44]
+    monkeypatch.setenv("NUWA_WEIGHTS_DIR", str(tmp_path / "results"))
+    src = tmp_path / "net.pt"
+    checkpoint.save(src, {**_payload(), "history": [{"loss": float(i)} for i in range(100)]})
+    spec = weights.Spec("toy", "vqgan", "net", "abc123", slot="tokenizers/net")
+    weights.ship(spec, src, stage="tokenizers", record={}, history_every=20)
+    back = checkpoint.read_payload(weights.weights_dir("toy") / spec.file)
+    assert [h["loss"] for h in back["history"]] == [19.0, 39.0, 59.0, 79.0, 99.0]
+    assert torch.equal(back["state_dict"]["weight"], _payload()["state_dict"]["weight"])
+
+
 def test_shipping_a_slot_again_replaces_its_old_file(shipped):
     spec, _ = shipped
     src = cache.artifact_path("toy", "judges", "net", "bbb222")

@@ -193,15 +193,26 @@ def mismatch(spec: Spec) -> str | None:
 
 
 # --------------------------------------------------------------------------- shipping
+def thin(history, every: int) -> list:
+    """Every ``every``-th entry of a training history (the ``every``-th, ``2 every``-th, ...
+    step) and the last: what a shipped file keeps of a long history."""
+    history = list(history)
+    return [h for i, h in enumerate(history) if (i + 1) % every == 0 or i == len(history) - 1]
+
+
 def ship(spec: Spec, source, *, stage: str, record: Mapping[str, Any],
-         dtype: str | None = None) -> dict:
+         dtype: str | None = None, history_every: int | None = None) -> dict:
     """Copy the cached artifact ``source`` into the shipped set as ``spec.file`` and list it
     in the manifest (written atomically, after the file). ``record`` holds how it was trained
-    (steps, wall time, threads, machine, commit, losses). Returns the manifest entry."""
+    (steps, wall time, threads, machine, commit, losses); ``history_every`` keeps every n-th
+    step of the file's training history (:func:`thin`; the weights are untouched). Returns
+    the manifest entry."""
     root = weights_dir(spec.profile)
     dest = root / spec.file
     if spec.suffix == ".safetensors":
         payload = read_payload(source)
+        if history_every and payload.get("history"):
+            payload["history"] = thin(payload["history"], history_every)
         save_safetensors(dest, payload, dtype)
     else:
         with atomic_path(dest) as tmp:
