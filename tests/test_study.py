@@ -106,6 +106,18 @@ def test_a_tokenizer_arm_reads_pictures_before_and_after(tiny_study):
         "kind", "vqgan")
 
 
+def test_the_sweep_starts_from_its_own_base_not_the_profiles_later_choice():
+    cfg = smoke()
+    cfg["study"] = {**cfg["study"], "tokenizer_base": {"codebook": 24, "width": 6}}
+    arm = study._tokenizer_arm("t", {"steps": 7, "width": 10})
+    c = study._tokenizer_config(cfg, arm)
+    assert (c.codebook, c.width, c.steps) == (24, 10, 7)      # the arm's change wins
+    for bad in ({"steps": 3}, {"colour": 1}, [1]):
+        cfg["study"]["tokenizer_base"] = bad
+        with pytest.raises(ValueError, match="tokenizer_base"):
+            study.StudyConfig.from_profile(cfg)
+
+
 def test_tokenizer_arms_change_any_setting_and_name_bad_ones():
     arm = study._tokenizer_arm("t", {"steps": 30, "kind": "vqvae", "code_dim": 8,
                                      "l2_codes": True})

@@ -218,6 +218,11 @@ def _record_of(spec, payload, cfg, path) -> dict:
             "trained_by": info.get("trained_by"), **_losses(spec, payload, cfg, path)}
 
 
+# what a shipped tokenizer keeps of its history: the steps that end a dead-code restart window
+# (they carry the codebook usage notebook 02 plots), not all 5400
+HISTORY_EVERY = {"vqgan": 20}
+
+
 def ship_resolved(cfg: Mapping[str, Any], stage: str, resolved: Sequence, progress=True) -> list:
     """Ship every model ``resolved`` (``cache.RESOLVED`` entries) that came from this
     machine's cache or training; returns the shipped files."""
@@ -233,7 +238,8 @@ def ship_resolved(cfg: Mapping[str, Any], stage: str, resolved: Sequence, progre
         payload = (json.loads(path.read_text()) if spec.suffix == ".json"
                    else checkpoint.read_payload(path))
         weights.ship(spec, path, stage=stage, record=_record_of(spec, payload, cfg, path),
-                     dtype=None if spec.suffix == ".json" else dtype.get(spec.kind))
+                     dtype=None if spec.suffix == ".json" else dtype.get(spec.kind),
+                     history_every=HISTORY_EVERY.get(spec.kind))
         out.append(spec.file)
     return out
 
@@ -316,7 +322,7 @@ def live_run(cfg: Mapping[str, Any], stage: str, progress=True) -> list:
             _, info = J.train_judge("classifier", jcfg, progress=progress, steps=steps)
             hist = info["history"]
         elif stage == "tokenizers":
-            name = cfg["vqgan"]["tokenizer"]
+            name = vqgan.chosen(cfg)[0]           # the recipe notebook 02 trains its rows with
             config = vq_train.configs_from_profile(cfg)[name]
             judges = J.get_judges(cfg, names=("classifier",), progress=progress)
             tr = vq_train.Trainer(config, judges.classifier,

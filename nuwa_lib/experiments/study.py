@@ -99,6 +99,7 @@ class StudyConfig:
     workers: int = 1           # arms at once, one process each (wall time only)
     threads: int = 1           # torch threads per arm (speed only)
     targets: tuple = ()        # ((task or "tokenizer", share the arm should reach), ...)
+    tokenizer_base: tuple = ()  # ((VQConfig field, value), ...) under every tokenizer arm
 
     @classmethod
     def from_profile(cls, cfg: Mapping[str, Any]) -> "StudyConfig":
@@ -117,6 +118,11 @@ class StudyConfig:
         for i, a in enumerate(models):
             if a.task not in TASKS:
                 raise ValueError(f"study.models[{i}].task must be one of {TASKS}, got {a.task!r}")
+        base = section.pop("tokenizer_base", None) or {}
+        if not isinstance(base, Mapping) or "steps" in base:
+            raise ValueError(f"study.tokenizer_base must map tokenizer settings (not steps) to "
+                             f"values, got {base!r}")
+        base = _tokenizer_arm("study.tokenizer_base", {"steps": 1, **base}).changes
         targets = section.pop("targets", None) or {}
         if not isinstance(targets, Mapping) or any(
                 t not in TASKS + ("tokenizer",) or not isinstance(v, (int, float))
@@ -125,7 +131,7 @@ class StudyConfig:
                              f"ceiling) or 'tokenizer' (Acc after / before) to shares in (0, 1], "
                              f"got {targets!r}")
         c = cls(models=models, tokenizers=toks, targets=tuple(sorted(targets.items())),
-                **section)
+                tokenizer_base=base, **section)
         for name in ("points", "prompts", "val", "data_size", "workers", "threads"):
             _positive_int(f"study.{name}", getattr(c, name))
         if c.pictures:
@@ -139,7 +145,8 @@ class StudyConfig:
     def eval_key(self, kind: str = "model") -> dict:
         """What an arm's numbers depend on besides the arm (not workers or threads); a
         model arm's leaves out the tokenizer arms' ``pictures``."""
-        skip = ("models", "tokenizers", "workers", "threads", "targets") + \
+        # tokenizer_base: in each tokenizer arm's config, so in its tokenizer hash
+        skip = ("models", "tokenizers", "workers", "threads", "targets", "tokenizer_base") + \
             (("pictures",) if kind == "model" else ())
         return {k: v for k, v in asdict(self).items() if k not in skip}
 
@@ -269,8 +276,12 @@ def model_curve(cfg, arm: ModelArm, sc: StudyConfig, judges, tokenizers, *,
 
 # ------------------------------------------------------------------ tokenizer arms
 def _tokenizer_config(cfg, arm: TokenizerArm) -> vqgan.VQConfig:
+    """The arm's config: the profile's image tokenizer, with the study's ``tokenizer_base``
+    (where the sweep started, so a later change of the profile's tokenizer leaves the sweep
+    as it was measured), then the arm's changes and steps."""
     base = vqgan.configs_from_profile(cfg)[(cfg.get("vqgan") or {}).get("tokenizer")]
-    return replace(base, steps=arm.steps, **dict(arm.changes))
+    start = dict(StudyConfig.from_profile(cfg).tokenizer_base)
+    return replace(base, steps=arm.steps, **{**start, **dict(arm.changes)})
 
 
 def tokenizer_curve(cfg, arm: TokenizerArm, sc: StudyConfig, judges, *, progress=False,
@@ -283,7 +294,6 @@ def tokenizer_curve(cfg, arm: TokenizerArm, sc: StudyConfig, judges, *, progress
     jcanvas, n = ws["canvas"], sc.tokenizer_pictures
     pics = vq_eval.heldout_pictures(config, n)
     caps = task_data.captions_of("mscoco", "test", range(n), **ws)
-    raw = metrics.attribute_agreement(judges.classifier, vq_eval.downsample(pics, jcanvas), caps)
     tr = vq_train.Trainer(config, judges.classifier, jcanvas)
     rows = []
     seconds = 0.0
@@ -292,24 +302,16 @@ def tokenizer_curve(cfg, arm: TokenizerArm, sc: StudyConfig, judges, *, progress
         tr.run(until=step, progress=progress)
         seconds += time.perf_counter() - t0
         rec = vqgan.reconstruct(tr.model, pics)
-        got = metrics.attribute_agreement(judges.classifier, vq_eval.downsample(rec, jcanvas), caps)
         rows.append({"arm": arm.label, **{k: getattr(config, k) for k in SWEPT},
                      "steps": arm.steps, "step": step,
                      "parameters": sum(q.numel() for q in tr.model.parameters()),
-                     "Acc before": raw["all"], "Acc after": got["all"],
-                     "Acc after / before": _ratio(got["all"], raw["all"]),
-                     "shape before": raw["shape"], "shape after": got["shape"],
-                     "shape after / before": _ratio(got["shape"], raw["shape"]),
-                     "colour after": got["colour"], "SSIM": metrics.ssim(pics, rec),
+                     **vq_eval.read_back(judges.classifier, pics, rec, caps, jcanvas),
+                     "SSIM": metrics.ssim(pics, rec),
                      "usage": vq_eval.codebook_usage(tr.model, pics)["usage"],
                      "pictures": n})
     if timing is not None:
         timing["train_seconds"] = round(seconds, 1)
     return rows
-
-
-def _ratio(a, b):
-    return a / b if b else None
 
 
 # --------------------------------------------------------------------------- runs
@@ -540,12 +542,16 @@ def findings(model_rows: Sequence[Mapping], tokenizer_rows: Sequence[Mapping],
         elif goal is not None:
             line += f" It keeps Acc after / before ≥ {goal:g}."
         out.append(line)
-    name = (cfg.get("vqgan") or {}).get("tokenizer")
-    if name and tokenizer_rows:
-        c = vqgan.configs_from_profile(cfg)[name]
-        out.append(f"* The profile's image tokenizer ({name}): "
-                   + ", ".join(f"{k} {_fmt(getattr(c, k))}" for k in SWEPT)
-                   + f", {c.steps} steps.")
+    read = (cfg.get("vqgan") or {}).get("tokenizer")
+    if read and tokenizer_rows:
+        chosen = vqgan.chosen(cfg)[0]
+        names = [(read, "image tokenizer")] if read == chosen else [
+            (chosen, "chosen image tokenizer"), (read, "image tokenizer notebooks 04+ read")]
+        for name, what in names:
+            c = vqgan.configs_from_profile(cfg)[name]
+            out.append(f"* The profile's {what} ({name}): "
+                       + ", ".join(f"{k} {_fmt(getattr(c, k))}" for k in SWEPT)
+                       + f", {c.steps} steps.")
     return "\n".join(out)
 
 

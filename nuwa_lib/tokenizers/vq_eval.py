@@ -55,12 +55,30 @@ def _ssim_fid(pics, other, classifier, judge_canvas) -> dict:
                                classifier)}
 
 
-def evaluate_images(vq: VQModel, classifier, n: int, judge_canvas=32) -> dict:
-    """Table 4's columns for an image tokenizer on ``n`` held-out MSCOCO-role images: SSIM
-    and FID of the reconstructions against the originals, and codebook usage."""
-    pics = heldout_pictures(vq.config, n)
+def evaluate_images(vq: VQModel, classifier, n: int, judge_canvas=32, seed=None) -> dict:
+    """Table 4's columns for an image tokenizer on ``n`` held-out MSCOCO-role images (of the
+    world's ``seed``, default the tokenizer's): SSIM and FID of the reconstructions against
+    the originals, and codebook usage."""
+    pics = heldout_pictures(vq.config, n, seed=seed)
     return {**_ssim_fid(pics, reconstruct(vq, pics), classifier, judge_canvas),
             **codebook_usage(vq, pics)}
+
+
+def _ratio(a, b):
+    return a / b if b else None
+
+
+def read_back(classifier, pics, rec, captions, judge_canvas=32) -> dict:
+    """What the world classifier reads in held-out pictures and in their reconstructions
+    ``rec``, against the pictures' ``captions``: every named attribute right (Acc), the shape
+    of one-object pictures, the colours; before, after and after / before."""
+    raw = metrics.attribute_agreement(classifier, downsample(pics, judge_canvas), captions)
+    got = metrics.attribute_agreement(classifier, downsample(rec, judge_canvas), captions)
+    return {"Acc before": raw["all"], "Acc after": got["all"],
+            "Acc after / before": _ratio(got["all"], raw["all"]),
+            "shape before": raw["shape"], "shape after": got["shape"],
+            "shape after / before": _ratio(got["shape"], raw["shape"]),
+            "colour after": got["colour"]}
 
 
 def evaluate_sketches(vq: VQModel, n: int) -> list:

@@ -30,7 +30,7 @@ the cache (``artifacts/<profile>/vqgan/``) are :mod:`~nuwa_lib.tokenizers.vq_tra
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Mapping
 
 import numpy as np
@@ -53,7 +53,8 @@ VQ_STREAM = 2000          # world seed stream of the tokenizers' training picks
 FRAMES = 8                # frames of the video roles' clips (splits.sample's default)
 IMAGE_ROLES = ("cc", "moments")     # stills from the image role, frames from the video role
 SEG_ROLES = ("cocostuff", "vspw")
-SECTION_KEYS = {"threads", "workers", "common", "models", "tokenizer", "sketch_tokenizer", "paper_rows", "eval"}
+SECTION_KEYS = {"threads", "workers", "common", "models", "tokenizer", "sketch_tokenizer", "chosen",
+                "paper_rows", "eval"}
 ADDED = {"l2_codes": False}     # VQConfig fields added since the first record: their defaults
 KIND_NAMES = {"vqvae": "VQ-VAE", "vqgan": "VQ-GAN", "seg": "VQ-GAN-Seg"}
 
@@ -128,7 +129,8 @@ class VQConfig:
 
 def configs_from_profile(cfg: Mapping[str, Any]) -> dict:
     """{name: VQConfig} from the profile's ``vqgan:`` section: ``common`` settings, then each
-    entry of ``models`` overriding them."""
+    entry of ``models`` overriding them. An entry's ``seeds: 3`` adds replicas at the next two
+    seeds after its own, named ``<name>_seed<s>`` (:func:`replicas`)."""
     section = cfg.get("vqgan") or {}
     if "models" not in section:
         raise ValueError("the profile has no vqgan.models section")
@@ -144,12 +146,49 @@ def configs_from_profile(cfg: Mapping[str, Any]) -> dict:
     out = {}
     for name, over in section["models"].items():
         values = {**base, **common, **(over or {})}
+        seeds = values.pop("seeds", None)
         unknown = set(values) - allowed
         if unknown:
             raise ValueError(f"vqgan.models.{name}: unknown key(s) {sorted(unknown)}; allowed: "
-                             f"{', '.join(sorted(allowed))}")
+                             f"{', '.join(sorted(allowed | {'seeds'}))}")
         out[name] = VQConfig(**values)
+        for s in _seeds(f"vqgan.models.{name}.seeds", seeds, out[name].seed):
+            out[f"{name}_seed{s}"] = replace(out[name], seed=s)
     return out
+
+
+def _seeds(where: str, seeds, own: int) -> list:
+    """The replicas' seeds: ``seeds`` runs in all, the entry's own and the next seeds."""
+    if seeds is None:
+        return []
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
+        raise ValueError(f"{where} must be the number of runs (>= 1; the entry's own seed and "
+                         f"the next ones), got {seeds!r}")
+    return [own + k for k in range(1, seeds)]
+
+
+def replicas(cfg: Mapping[str, Any]) -> dict:
+    """{name: [name, name_seed1, ...]}: each profile entry and its seed replicas."""
+    configs = configs_from_profile(cfg)
+    section = cfg["vqgan"]["models"]
+    return {n: [n] + [f"{n}_seed{s}" for s in _seeds(n, (over or {}).get("seeds"), configs[n].seed)]
+            for n, over in section.items()}
+
+
+def chosen(cfg: Mapping[str, Any]) -> tuple:
+    """(image, sketch): the tokenizers notebook 14's sweep chose (``vqgan.chosen``), on which
+    the targets are checked; the ones later notebooks read (``tokenizer``,
+    ``sketch_tokenizer``) when the profile names none."""
+    section = cfg.get("vqgan") or {}
+    pick = section.get("chosen") or {}
+    names = (pick.get("image") or section.get("tokenizer"),
+             pick.get("sketch") or section.get("sketch_tokenizer"))
+    configs = configs_from_profile(cfg)
+    for part, name in zip(("image", "sketch"), names):
+        if name not in configs:
+            raise ValueError(f"vqgan.chosen.{part}: {name!r} is not one of the profile's "
+                             f"tokenizers ({', '.join(configs)})")
+    return names
 
 
 def config_hash(config: VQConfig, judge_hash: str | None = None) -> str:
