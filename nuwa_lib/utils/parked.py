@@ -14,7 +14,7 @@ marker, :func:`begin`) and the shipped set does not hold it.
 parked one of the same name is listed, it is copied into the cache (after checking its size
 and sha256), so a state resumes to the same weights as an uninterrupted run and a finished
 model is simply found. When a model ships, :func:`nuwa_lib.utils.weights.ship` removes what
-was parked for it (:func:`forget`).
+was parked for it.
 
 ``nuwa-repro --profile mini --park`` parks; nothing else writes here.
 """
@@ -28,7 +28,7 @@ from . import weights
 from .files import atomic_path, write_json
 from .paths import artifacts_dir
 
-FOLDER = "partial"
+FOLDER = weights.PARTIAL
 SUFFIX = ".partial.pt"
 MARKER = "retraining.json"      # in artifacts/<profile>/: since when a retrain has been running
 FINISHED = (".pt", ".json")     # the cache's finished models (study arms are JSON)
@@ -99,7 +99,8 @@ def park(profile: str) -> list[str]:
     """Copy the running retrain's progress (every local training state, every finished model
     not yet shipped) into the shipped set's ``partial/`` folder and list it in the manifest;
     returns the parked files (relative to the weights folder). What was parked before and
-    has since shipped is gone already (:func:`forget`); the rest is kept."""
+    has since shipped is gone already (:func:`nuwa_lib.utils.weights.ship`); the rest is
+    kept."""
     root = weights.weights_dir(profile)
     entries = _entries(profile)
     parked = []
@@ -131,15 +132,3 @@ def unpark(path, profile: str) -> bool:
     with atomic_path(path) as tmp:
         tmp.write_bytes(src.read_bytes())
     return True
-
-
-def forget(profile: str, kind: str, stem: str) -> None:
-    """Remove what is parked for ``<kind>/<stem>`` (its model has shipped): its state and
-    its finished model."""
-    entries = _entries(profile)
-    gone = [rel for rel in entries if rel.startswith(f"{FOLDER}/{kind}/{stem}.")]
-    for rel in gone:
-        (weights.weights_dir(profile) / rel).unlink(missing_ok=True)
-        del entries[rel]
-    if gone:
-        _write(profile, entries)

@@ -34,6 +34,7 @@ MANIFEST_FORMAT = "nuwa-weights-manifest"
 MANIFEST_VERSION = 1
 RETRAIN_ENV = "NUWA_RETRAIN"          # comma-separated stages being retrained, or "all"
 MISSING_ENV = "NUWA_RETRAIN_MISSING"  # stages being completed: their shipped models kept
+PARTIAL = "partial"                   # the folder of parked training (nuwa_lib.utils.parked)
 
 
 class WeightsError(CheckpointError):
@@ -227,10 +228,13 @@ def ship(spec: Spec, source, *, stage: str, record: Mapping[str, Any],
     for old in set(data["files"]) - set(files) - {spec.file}:
         (root / old).unlink(missing_ok=True)          # the file that slot held before
     files[spec.file] = entry
-    write_manifest(spec.profile, {**data, "files": dict(sorted(files.items()))})
-    from . import parked     # the run is finished: its parked training state goes
-
-    parked.forget(spec.profile, spec.kind, f"{spec.name}-{spec.hash}")
+    # the model is shipped: what an unfinished retrain parked for it goes (utils.parked)
+    parked = {f: e for f, e in (data.get("partial") or {}).items()
+              if not f.startswith(f"{PARTIAL}/{spec.kind}/{spec.name}-{spec.hash}.")}
+    for gone in set(data.get("partial") or {}) - set(parked):
+        (root / gone).unlink(missing_ok=True)
+    write_manifest(spec.profile, {**data, "files": dict(sorted(files.items())),
+                                  **({"partial": parked} if "partial" in data else {})})
     return entry
 
 
