@@ -33,6 +33,7 @@ def test_table4_rows_are_the_paper_rows_and_the_chosen_sketch_tokenizer():
     cfg = smoke()
     cfg["vqgan"]["models"]["old_f4"] = {"kind": "vqgan", "canvas": 32, "factor": 4, "steps": 3}
     cfg["vqgan"]["tokenizer"] = "old_f4"
+    del cfg["vqgan"]["chosen"]
     names = table4.table4_names(cfg)
     assert list(names) == ["vqvae_f4", "vqgan_f4", "vqgan_f2", "vqgan_64_f4", "seg_f4"]
     assert vqgan.chosen(cfg) == ("old_f4", "seg_f4")       # no vqgan.chosen: what 04+ read
