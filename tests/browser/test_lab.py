@@ -54,6 +54,7 @@ pytestmark = pytest.mark.skipif(
     not CHROMIUM, reason="no Chromium on PATH (Debian: apt-get install chromium; or set NUWA_CHROMIUM)")
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the [test] extra")
 expect = sync_api.expect
+PlaywrightTimeout = sync_api.TimeoutError
 
 # Generous but bounded: the machine is slow and shared.
 SERVER_START_S = 180      # JupyterLab answering /api/status
@@ -222,11 +223,24 @@ def _prompts(page) -> list[str]:
     return [(m.group(1) or "") if (m := PROMPT.search(t)) else "" for t in texts]
 
 
-def _start_run_all(page) -> bool:
+def _show(page, notebook: str) -> None:
+    """Bring the notebook's tab to the front. JupyterLab restores the tabs of earlier tests
+    (notebook 03 when 04 is opened) and may activate one of them after the new one opened."""
+    tab = page.locator("#jp-main-dock-panel .lm-TabBar-tab", has_text=f"{notebook}.ipynb")
+    expect(tab).to_have_count(1, timeout=PAGE_S * 1000)
+    tab.click()
+    expect(tab).to_have_class(re.compile(r"lm-mod-current"), timeout=PAGE_S * 1000)
+
+
+def _start_run_all(page, notebook: str) -> bool:
     """Make the notebook the active widget, then Run > Run All Cells once the menu item is
     enabled; True when a cell prompt shows that something was queued or ran. (JupyterLab
     disables the item while another widget is current, and a click then does nothing.)"""
-    page.locator(f"{NB} .jp-CodeCell .jp-InputArea-editor").first.click()
+    _show(page, notebook)
+    try:
+        page.locator(f"{NB} .jp-CodeCell .jp-InputArea-editor").first.click(timeout=START_S * 1000)
+    except PlaywrightTimeout:                           # hidden again meanwhile: try again
+        return False
     page.keyboard.press("Escape")                       # command mode, the cell selected
     page.locator(".lm-MenuBar-item", has_text=re.compile(r"^Run$")).click()
     label = page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$"))
@@ -253,7 +267,7 @@ def _run_all_cells(page, notebook: str = NOTEBOOK) -> None:
         raise AssertionError(f"the kernel of {notebook} was not idle within {PAGE_S} s; dialogs "
                              f"{page.locator('.jp-Dialog').all_inner_texts()}") from None
     for attempt in range(3):
-        if _start_run_all(page):
+        if _start_run_all(page, notebook):
             break
         page.keyboard.press("Escape")                   # close the menu if it is still open
     else:
