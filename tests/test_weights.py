@@ -33,7 +33,11 @@ def test_shipped_weights_are_safetensors_or_study_curves_and_fit_the_budget():
                 assert field in entry, (file, field)
             assert entry["stage"] in record.STAGES
         if profile == "mini" and m["files"]:
-            assert m["total_bytes"] <= 60e6
+            # 66 MB: 60 before Table 4's seed replicas (4 x 1.7 MB, #27). Rewriting the 7
+            # tokenizers in half precision would save about 5 MB of the tree but add as much to
+            # the history every clone carries, and change the tokens the shipped NÜWA models
+            # read; the 800-step pair (3.1 MB) leaves when those models are retrained (#28).
+            assert m["total_bytes"] <= 66e6
 
 
 # --------------------------------------------------------------------------- a tiny shipped set
