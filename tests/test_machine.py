@@ -139,3 +139,26 @@ def test_a_training_step_never_waits_for_the_device():
     assert log["loss"].device.type == "meta" and tr.step == 3
     with pytest.raises((NotImplementedError, RuntimeError)):   # reading it is the sync
         tr.history
+
+
+def test_bf16_auto_autocasts_on_cuda_only_and_keeps_the_hash_of_false():
+    from dataclasses import replace
+
+    from nuwa_lib.training import schedule
+
+    off = schedule.TrainConfig()
+    auto, on = replace(off, bf16="auto"), replace(off, bf16=True)
+    assert auto.key() == off.key() and on.key() != off.key()
+    assert [c.autocast("cuda") for c in (off, auto, on)] == [False, True, True]
+    assert not any(c.autocast(d) for c in (off, auto, on) for d in ("cpu", "meta"))
+    for profile in ("smoke", "mini"):      # the profiles follow the machine
+        assert schedule.TrainConfig.from_profile(load_profile(profile)).bf16 == "auto"
+    with pytest.raises(ValueError, match="train.bf16 must be true, false or 'auto'"):
+        schedule.TrainConfig(bf16="yes")
+
+
+def test_the_manifest_records_the_autocast_only_when_there_was_one():
+    from nuwa_lib.utils.provenance import training_record
+
+    assert "autocast" not in training_record(1, "cpu")
+    assert training_record(1, "cuda:0", autocast="bfloat16")["autocast"] == "bfloat16"

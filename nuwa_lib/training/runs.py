@@ -276,7 +276,8 @@ def fit(p: Plan, *, state_path, model_path, stop_after=None, progress=True,
             "samples": {t: len(d) for t, d in data.items()},
             "task_steps": tr.sampler.counts(tr.step),
             "trained_by": training_record(p.config.threads or torch.get_num_threads(),
-                                          device=str(dist.device))}
+                                          device=str(dist.device),
+                                          autocast="bfloat16" if tr.bf16 else None)}
     if finished and dist.main and model_path is not None:
         save_model(model_path, tr.model, p.run, p.hash, tr.history, info,
                    p.config.weights_dtype)

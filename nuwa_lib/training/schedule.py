@@ -41,7 +41,8 @@ class TrainConfig:
         default_factory=lambda: {"T2I": 1.0, "V2V": 1.0, "T2V": 1.0})   # task -> sampling weight
     data_size: int = 2000            # training samples tokenized per task (train split)
     checkpoint_every: int = 50       # steps between training-state checkpoints
-    bf16: bool = False               # autocast to bfloat16 on CUDA (ignored on CPU)
+    bf16: Any = False                # autocast to bfloat16 on CUDA (ignored on CPU); "auto": on
+                                     # CUDA, like the device not in the hash (see autocast())
     threads: Optional[int] = None    # torch threads on CPU (speed only, not in the hash)
     weights_dtype: str = "float32"   # the finished model's stored weights (what is evaluated)
     cond_dropout: float = 0.0        # share of text conditions replaced by "None" (guidance)
@@ -72,8 +73,8 @@ class TrainConfig:
                 raise ValueError(f"train.weights.{name} must be a number >= 0, got {w!r}")
             weights[task] = float(w)
         object.__setattr__(self, "weights", weights)
-        if not isinstance(self.bf16, bool):
-            raise ValueError(f"train.bf16 must be true or false, got {self.bf16!r}")
+        if not isinstance(self.bf16, bool) and self.bf16 != "auto":
+            raise ValueError(f"train.bf16 must be true, false or 'auto', got {self.bf16!r}")
         world._check("train.weights_dtype", self.weights_dtype, checkpoint.DTYPES)
         if not isinstance(self.cond_dropout, (int, float)) or isinstance(self.cond_dropout, bool) \
                 or not 0 <= self.cond_dropout < 1:
@@ -108,9 +109,17 @@ class TrainConfig:
         """What the results depend on (the config without speed-only settings; the stored
         dtype only when it is not float32 and the condition dropout only when it is on, so
         earlier runs keep their hashes)."""
-        return {k: v for k, v in asdict(self).items() if k not in SPEED_ONLY
-                and not (k == "weights_dtype" and v == "float32")
-                and not (k == "cond_dropout" and not v)}
+        key = {k: v for k, v in asdict(self).items() if k not in SPEED_ONLY
+               and not (k == "weights_dtype" and v == "float32")
+               and not (k == "cond_dropout" and not v)}
+        key["bf16"] = self.bf16 is True     # "auto" follows the machine, as the device does
+        return key
+
+    def autocast(self, device) -> bool:
+        """Whether training on ``device`` autocasts to bfloat16: on CUDA only, with
+        ``bf16: true`` (part of the recipe) or ``"auto"`` (whenever the machine has CUDA; the
+        hash is that of ``false``, and the model's manifest entry records the autocast)."""
+        return torch.device(device).type == "cuda" and self.bf16 in (True, "auto")
 
 
 class Schedule:

@@ -73,7 +73,7 @@ class Trainer:
                                     weight_decay=config.weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, Schedule(config.steps, config.warmup, config.decay))
-        self.bf16 = bool(config.bf16 and self.device.type == "cuda")
+        self.bf16 = config.autocast(self.device)
         self.step, self.history, self.seconds = 0, [], 0.0
 
     def batch(self, step: int):

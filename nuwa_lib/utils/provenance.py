@@ -84,13 +84,15 @@ def provenance(profile: str | None = None, seed: int | None = None,
     return info
 
 
-def training_record(threads: int | None = None, device: str = "cpu") -> dict[str, Any]:
+def training_record(threads: int | None = None, device: str = "cpu",
+                    autocast: str | None = None) -> dict[str, Any]:
     """What a trained model's file keeps of how it was made (the weights' manifest lists it):
-    the commit, the machine, the torch threads and device, the library versions, the time."""
+    the commit, the machine, the torch threads and device (and the autocast dtype when there
+    was one), the library versions, the time."""
     torch = sys.modules.get("torch")
     info = provenance()
     keep = ("git_sha", "git_dirty", "cpu", "cpu_capability", "numerics_env", "torch", "utc_time")
     return {**{k: info[k] for k in keep},
             "threads": threads if threads is not None else (torch.get_num_threads() if torch
                                                             else None),
-            "device": device}
+            "device": device, **({"autocast": autocast} if autocast else {})}
