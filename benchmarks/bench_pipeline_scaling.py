@@ -10,8 +10,14 @@ machine, each timed by its wall clock. Besides the times, the script checks what
 pipeline promises: the stage's shipped weights are the same tensors at 1 and 2 workers
 (threads may round differently, so they are only reported).
 
+From the 1- and 2-worker times it derives the stage's serial share f (Amdahl's law:
+speed-up(n) = 1 / (f + (1 - f) / n)) and the speed-up it predicts for more workers: an
+estimate beyond the cores measured, which the README applies to `make retrain`.
+
 Usage: python benchmarks/bench_pipeline_scaling.py [--profile mini] [--stage s2i]
-       [--settings 1x1 2x1 1x2]   (workers x threads)
+       [--settings 1x1 2x1 1x2 2x2]   (workers x threads)
+       python benchmarks/bench_pipeline_scaling.py --derive   (recompute the derived numbers
+       of the JSON from its measured settings)
 """
 from __future__ import annotations
 
@@ -75,14 +81,39 @@ def _weights_hash(path: Path) -> str:
     return h.hexdigest()
 
 
+ESTIMATE_CORES = (1, 2, 4, 8, 16)
+
+
+def derive(rows: list) -> dict:
+    """The serial share and the predicted speed-ups, from the 1x1 and 2x1 settings."""
+    by = {(r["workers"], r["threads"]): r["seconds"] for r in rows}
+    if (1, 1) not in by or (2, 1) not in by:
+        return {}
+    two = by[(1, 1)] / by[(2, 1)]
+    f = min(1.0, max(0.0, 2.0 / two - 1.0))
+    return {"serial_share": round(f, 3),
+            "estimated_speedup": {str(n): round(1.0 / (f + (1.0 - f) / n), 2)
+                                  for n in ESTIMATE_CORES},
+            "estimate_note": "Amdahl's law with the serial share of the 1x1 and 2x1 runs; "
+                             "beyond 2 workers an estimate, not a measurement"}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--profile", default="mini")
     ap.add_argument("--stage", default="s2i", help="a stage with several runs (default s2i)")
-    ap.add_argument("--settings", nargs="+", default=["1x1", "2x1", "1x2"],
+    ap.add_argument("--settings", nargs="+", default=["1x1", "2x1", "1x2", "2x2"],
                     help="workers x threads, e.g. 2x1")
     ap.add_argument("--out", default=str(ROOT / "results" / "bench" / "pipeline_scaling.json"))
+    ap.add_argument("--derive", action="store_true",
+                    help="only recompute the derived numbers of --out from its settings")
     args = ap.parse_args(argv)
+    if args.derive:
+        result = json.loads(Path(args.out).read_text())
+        result.update(derive(result["settings"]))
+        write_json(Path(args.out), result)
+        print(json.dumps({k: result[k] for k in ("serial_share", "estimated_speedup")}))
+        return 0
     settings = [tuple(int(v) for v in s.split("x")) for s in args.settings]
     rows = []
     with tempfile.TemporaryDirectory(prefix="nuwa-scaling-") as tmp:
@@ -99,6 +130,7 @@ def main(argv=None) -> int:
                      f"threads (benchmarks/bench_pipeline_scaling.py)",
         "cores": machine.cores(), "settings": rows,
         "identical_across_workers": all(r["weights"] == same[0]["weights"] for r in same),
+        **derive(rows),
         "provenance": provenance(profile=args.profile, seed=None),
     }
     write_json(Path(args.out), result)

@@ -327,6 +327,29 @@ def test_get_many_trains_chains_in_workers_as_alone(toks, artifacts, tmp_path, m
         TR.get_many(runs, workers=0)
 
 
+def test_get_many_trains_a_fine_tune_beside_a_run_from_scratch(toks, artifacts, monkeypatch):
+    """A fine-tune whose start is cached is ready at once: it trains together with a run from
+    scratch (one batch of two), not after it."""
+    base = TR.Run(_cfg(steps=2), tasks=("T2I",))
+    TR.get_pretrained(base.cfg, tasks=("T2I",), tokenizers=toks, progress=False)
+    runs = {"ft": TR.Run(_cfg(), tasks=("T2V",), init=base, train_overrides={"steps": 2}),
+            "scratch": TR.Run({**_cfg(), "seed": 1}, tasks=("T2V",),
+                              train_overrides={"steps": 2})}
+    batches = []
+
+    def in_turn(fn, args, workers, done=None):           # the workers, in this process
+        batches.append(len(args))
+        for i, a in enumerate(args):
+            fn(*a)
+            if done:
+                done(i, None)
+
+    monkeypatch.setattr(TR, "map_in_processes", in_turn)
+    got = TR.get_many(runs, workers=2, tokenizers=toks, progress=False)
+    assert batches == [2]
+    assert [got[k][1]["source"] for k in ("ft", "scratch")] == ["trained"] * 2
+
+
 def test_overrides_add_the_sections_threads():
     S = {"threads": 2, "scratch": {"steps": 5}, "finetune": {"steps": 7}}
     assert TR.overrides(S, "scratch") == {"steps": 5, "threads": 2}

@@ -369,10 +369,12 @@ def get_many(runs: Mapping[Any, Run], *, workers: int = 1, tokenizers: Tokenizer
              progress=True) -> dict:
     """{key: (Nuwa, info)} for a dict of :class:`Run`: what ``get_pretrained`` would return
     for each, with the missing runs trained ``workers`` at a time in separate processes
-    ("spawn"; each with this process's torch thread count). Runs are trained level by level
-    along their ``init`` chains, so a shared starting model is trained once. A run is a pure
-    function of its config, so the models do not depend on ``workers``: only the wall time
-    does. ``tokenizers`` (default: the profile's, loaded where needed) go to the workers too."""
+    ("spawn"; each with this process's torch thread count). A run is ready once every run
+    before it on its ``init`` chain is shipped or cached: the ready runs train together
+    (a fine-tune whose start is shipped beside a run from scratch), and a shared starting
+    model is trained once. A run is a pure function of its config, so the models do not
+    depend on ``workers``: only the wall time does. ``tokenizers`` (default: the profile's,
+    loaded where needed) go to the workers too."""
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     for key, r in runs.items():
@@ -383,32 +385,45 @@ def get_many(runs: Mapping[Any, Run], *, workers: int = 1, tokenizers: Tokenizer
     got: dict[int, tuple] = {}                       # id(Run) -> (model, info)
     trained: set = set()                              # hashes trained in workers
 
-    def init_of(chain, d):
-        return got[id(chain[d - 1])] if d else None
+    def load(chain, d):
+        r = chain[d]
+        model, info = get_pretrained(r.cfg, init=got[id(chain[d - 1])] if d else None,
+                                     tokenizers=tokenizers, progress=progress, **r.kwargs())
+        if info["hash"] in trained:                   # in a worker: say so, as alone
+            info = {**info, "source": "trained"}
+        got[id(r)] = (model, info)
 
-    for d in range(max((len(c) for c in chains.values()), default=0)):
-        level = {k: c for k, c in chains.items() if len(c) > d}
-        missing = {}                                  # run hash -> the chain up to it
-        for c in level.values():
-            r = c[d]
+    def first_missing(chain):
+        """Load the chain's shipped or cached runs in order; (hash, chain up to it) of the
+        first one that is neither, or None when every run of the chain is loaded."""
+        for d, r in enumerate(chain):
+            if id(r) in got:
+                continue
             kw = r.kwargs()
             slot = kw.pop("slot")
-            p = plan(r.cfg, init=init_of(c, d), tokenizers=tokenizers, progress=False, **kw)
+            p = plan(r.cfg, init=got[id(chain[d - 1])] if d else None, tokenizers=tokenizers,
+                     progress=False, **kw)
             if not available(p.path, p.spec(slot)):
-                missing.setdefault(p.hash, c[:d + 1])
-        if len(missing) > 1 and workers > 1:
-            with P.bar(total=len(missing), progress=progress,
-                       desc=f"training {len(missing)} runs, {min(workers, len(missing))} at a "
+                return p.hash, chain[:d + 1]
+            load(chain, d)
+        return None
+
+    while True:
+        ready: dict = {}                              # run hash -> the chain up to it
+        for c in chains.values():
+            nxt = first_missing(c)
+            if nxt is not None:
+                ready.setdefault(*nxt)
+        if not ready:
+            break
+        if len(ready) > 1 and workers > 1:
+            with P.bar(total=len(ready), progress=progress,
+                       desc=f"training {len(ready)} runs, {min(workers, len(ready))} at a "
                             f"time") as bar:
-                map_in_processes(_train_chain, [(c, threads, tokenizers) for c in missing.values()],
+                map_in_processes(_train_chain, [(c, threads, tokenizers) for c in ready.values()],
                                  workers, done=lambda i, _: bar.update(1))
-            trained.update(missing)
-        for c in level.values():                      # trained now, loaded (or one trained here)
-            if id(c[d]) not in got:
-                r = c[d]
-                model, info = get_pretrained(r.cfg, init=init_of(c, d), tokenizers=tokenizers,
-                                             progress=progress, **r.kwargs())
-                if info["hash"] in trained:            # in a worker: say so, as alone
-                    info = {**info, "source": "trained"}
-                got[id(r)] = (model, info)
+            trained.update(ready)
+        else:                                         # one at a time, in this process
+            c = next(iter(ready.values()))
+            load(c, len(c) - 1)
     return {key: got[id(c[-1])] for key, c in chains.items()}
