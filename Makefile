@@ -7,7 +7,7 @@ PY      := $(VENV)/bin/python
 PROFILE ?= mini
 STAMP   := $(VENV)/.nuwa-installed
 
-.PHONY: venv reproduce retrain record-check reproduce-other-cpu test test-other-cpu unit pipeline-check determinism nbval test-browser golden spread spread-kernels spread-seeds lab clean
+.PHONY: venv reproduce retrain record-check reproduce-other-cpu test test-other-cpu unit pipeline-check determinism determinism-run determinism ci-nbval no-browser nbval test-browser golden spread spread-kernels spread-seeds lab clean
 
 # The browser test's Chromium (Debian's `chromium`; never a Playwright download).
 CHROMIUM ?= $(shell command -v chromium)
@@ -87,15 +87,27 @@ reproduce-other-cpu: venv
 ## worker, which must give byte-identical tables; nbval on the golden notebooks; a slice of the shipped mini record
 ## re-evaluated from its weights (the unit tests check every shipped file against its manifest);
 ## the browser test when a Chromium is there. Writes only into git-ignored build/.
-test: venv unit pipeline-check determinism nbval record-check
-	@if [ -n "$(CHROMIUM)" ]; then $(MAKE) --no-print-directory test-browser; \
-	else echo "make test: no chromium on PATH, browser test skipped (Debian: apt-get install chromium)"; fi
+## Most steps run one process at a time, so two run at once (make -j2): the unit tests, the
+## record slice and the browser test beside the smoke pipeline and what reads its models
+## (determinism, nbval). Each step's output is printed whole when it ends (--output-sync).
+TEST_JOBS ?= 2
+BROWSER_STEP = $(if $(CHROMIUM),test-browser,no-browser)
+test: venv
+	@$(MAKE) --no-print-directory -j$(TEST_JOBS) --output-sync=target unit pipeline-check \
+		determinism ci-nbval record-check $(BROWSER_STEP)
 
 ## What another CPU does: the pipeline, determinism, nbval and record steps of `make test` with
 ## ATen's portable kernels instead of this CPU's (AVX2/AVX-512), against the same committed goldens.
 test-other-cpu: venv
-	ATEN_CPU_CAPABILITY=default $(MAKE) --no-print-directory pipeline-check determinism nbval \
-		record-check
+	@ATEN_CPU_CAPABILITY=default $(MAKE) --no-print-directory -j$(TEST_JOBS) --output-sync=target \
+		pipeline-check determinism ci-nbval record-check
+
+# within `make test`, nbval reads the models pipeline-check trained: it waits for it
+ci-nbval: pipeline-check
+	@$(MAKE) --no-print-directory nbval
+
+no-browser:
+	@echo "make test: no chromium on PATH, browser test skipped (Debian: apt-get install chromium)"
 
 unit: venv
 	$(PY) -m pytest tests -q -p no:cacheprovider --ignore=tests/browser
