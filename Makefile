@@ -68,6 +68,7 @@ record-check: venv
 	NUWA_ARTIFACTS_DIR=build/record-check-artifacts $(VENV)/bin/nuwa-repro --profile mini \
 		--only 04 12 --out build/record-check --compare-to results/mini/tables --same-weights \
 		--no-progress
+	$(DONE)
 
 ## The record re-evaluated as another CPU would (ATen's portable kernels) from the same shipped
 ## weights, its tables and metrics kept as results/$(PROFILE)-other-cpu/, then this record's
@@ -93,24 +94,30 @@ reproduce-other-cpu: venv
 TEST_JOBS ?= 2
 BROWSER_STEP = $(if $(CHROMIUM),test-browser,no-browser)
 test: venv
-	@$(MAKE) --no-print-directory -j$(TEST_JOBS) --output-sync=target unit pipeline-check \
-		determinism ci-nbval record-check $(BROWSER_STEP)
+	@NUWA_TEST_T0=$$(date +%s) $(MAKE) --no-print-directory -j$(TEST_JOBS) --output-sync=target \
+		unit pipeline-check determinism ci-nbval record-check $(BROWSER_STEP)
 
 ## What another CPU does: the pipeline, determinism, nbval and record steps of `make test` with
 ## ATen's portable kernels instead of this CPU's (AVX2/AVX-512), against the same committed goldens.
 test-other-cpu: venv
-	@ATEN_CPU_CAPABILITY=default $(MAKE) --no-print-directory -j$(TEST_JOBS) --output-sync=target \
-		pipeline-check determinism ci-nbval record-check
+	@NUWA_TEST_T0=$$(date +%s) ATEN_CPU_CAPABILITY=default $(MAKE) --no-print-directory \
+		-j$(TEST_JOBS) --output-sync=target pipeline-check determinism ci-nbval record-check
+
+# the last line of each step within `make test`: when it ended
+DONE = @[ -z "$$NUWA_TEST_T0" ] || echo "make $@: done, $$(( $$(date +%s) - NUWA_TEST_T0 )) s into the run"
 
 # within `make test`, nbval reads the models pipeline-check trained: it waits for it
 ci-nbval: pipeline-check
 	@$(MAKE) --no-print-directory nbval
+	$(DONE)
 
 no-browser:
 	@echo "make test: no chromium on PATH, browser test skipped (Debian: apt-get install chromium)"
+	$(DONE)
 
 unit: venv
 	$(PY) -m pytest tests -q -p no:cacheprovider --ignore=tests/browser
+	$(DONE)
 
 # models trained by pipeline-check; nbval re-executes the goldens with them
 CI_ARTIFACTS := build/ci-artifacts
@@ -119,22 +126,25 @@ pipeline-check: venv
 	rm -rf build/ci-results $(CI_ARTIFACTS)
 	NUWA_ARTIFACTS_DIR=$(CI_ARTIFACTS) $(VENV)/bin/nuwa-repro --profile smoke --out build/ci-results \
 		--compare-to results/smoke/tables --no-progress
+	$(DONE)
 
 determinism: pipeline-check
 	rm -rf build/det-results build/det-artifacts
 	NUWA_ARTIFACTS_DIR=build/det-artifacts $(VENV)/bin/nuwa-repro --profile smoke --only 01 02 \
 		--workers 1 --out build/det-results --identical-to build/ci-results/smoke/tables --no-progress
+	$(DONE)
 
 nbval: venv
 	rm -rf build/nbval-results
 	NUWA_ARTIFACTS_DIR=$(CI_ARTIFACTS) NUWA_RESULTS_DIR=build/nbval-results $(PY) -m pytest -q \
 		-p no:cacheprovider --nbval-lax --nbval-current-env results/smoke/notebooks
 
-## JupyterLab in headless Chromium: the notebook list, and notebook 03's explorer
-## reacting to its controls. Screenshots go to build/browser/.
+## JupyterLab in headless Chromium: the notebook list, notebook 03's explorer reacting to its
+## controls and notebook 04's "watch it draw" panel. Screenshots go to build/browser/.
 test-browser: venv
 	@if [ -z "$(CHROMIUM)" ]; then echo "make test-browser: no chromium on PATH (Debian: apt-get install chromium, or CHROMIUM=/path/to/chromium)" >&2; exit 1; fi
 	NUWA_CHROMIUM="$(CHROMIUM)" $(PY) -m pytest tests/browser -q -p no:cacheprovider
+	$(DONE)
 
 ## Regenerate the committed smoke golden notebooks and tables (after a deliberate change),
 ## from an empty artifact cache.
