@@ -247,3 +247,53 @@ def test_training_runs_list_every_stage_of_the_profile():
     expected = {(n, s) for n in study.TRAINING_SECTIONS for s, v in cfg[n].items()
                 if isinstance(v, dict) and "steps" in v}
     assert set(got) == expected | {("train", "pretraining (Eq. 16)")}
+
+
+def test_a_model_arm_may_change_depth_dropout_and_guidance_and_old_arms_keep_their_keys():
+    plain = study._arm(study.ModelArm, "a", {"task": "T2I", "dim": 8, "batch_size": 2,
+                                             "lr": 1e-3, "steps": 4})
+    assert plain.key() == {"task": "T2I", "dim": 8, "batch_size": 2, "lr": 1e-3, "steps": 4}
+    assert plain.label == "T2I d=8 b=2 lr=0.001"
+    arm = study._arm(study.ModelArm, "a", {"task": "T2I", "dim": 8, "batch_size": 2, "lr": 1e-3,
+                                           "steps": 4, "layers": 3, "cond_dropout": 0.1,
+                                           "guidance": 2.0})
+    assert arm.key() == {**plain.key(), "layers": 3, "cond_dropout": 0.1, "guidance": 2.0}
+    assert arm.label == "T2I d=8 b=2 lr=0.001 L=3 drop=0.1 cfg=2"
+    base = {"task": "T2I", "dim": 8, "batch_size": 2, "lr": 1e-3, "steps": 4}
+    for extra, match in (({"layers": -1}, "layers"), ({"cond_dropout": 1.0}, "cond_dropout"),
+                         ({"guidance": 2.0}, "guidance needs cond_dropout"),
+                         ({"depth": 2}, "exactly")):
+        with pytest.raises(ValueError, match=match):
+            study._arm(study.ModelArm, "a", {**base, **extra})
+
+
+def test_a_guided_arm_reads_its_guided_samples_beside_the_papers_sampling(tiny_study):
+    cfg, sc, judges, toks = tiny_study
+    arm = study.ModelArm("T2I", 16, 2, 1e-3, 2, cond_dropout=0.5, guidance=2.0)
+    rows = study.model_curve(cfg, arm, sc, judges, toks)
+    assert rows == study.model_curve(cfg, arm, sc, judges, toks)
+    for r in rows:
+        assert r["cond dropout"] == 0.5 and r["guidance"] == 2.0 and "layers" not in r
+        assert 0 <= r["guided Acc"] <= 1 and 0 <= r["Acc"] <= 1
+    plain = study.model_curve(cfg, sc.models[0], sc, judges, toks)
+    assert "guided Acc" not in plain[0] and "cond dropout" not in plain[0]
+    finals = study.final_rows(plain + rows)                # two arms, told apart
+    assert len(finals) == 2
+    assert {study.arm_label(r) for r in finals} == {"d=16 b=2 lr=0.001, 2 steps",
+                                                    "d=16 b=2 lr=0.001 drop=0.5 cfg=2, 2 steps"}
+    # the arms' runs differ (condition dropout is in the training hash) and so do their files
+    assert study._model_plan(cfg, arm, sc, toks).hash != \
+        study._model_plan(cfg, sc.models[0], sc, toks).hash
+
+
+def test_the_study_may_name_its_own_image_tokenizer():
+    cfg = smoke()
+    assert study.StudyConfig.from_profile(cfg).tokenizer == ""
+    image = next(n for n, v in cfg["vqgan"]["models"].items() if v.get("kind") != "seg")
+    cfg["study"]["tokenizer"] = image
+    sc = study.StudyConfig.from_profile(cfg)
+    assert sc.tokenizer == image and "tokenizer" not in sc.eval_key()
+    for bad in ("seg_f4", "nope"):
+        cfg["study"]["tokenizer"] = bad
+        with pytest.raises(ValueError, match="study.tokenizer must name an image tokenizer"):
+            study.StudyConfig.from_profile(cfg)

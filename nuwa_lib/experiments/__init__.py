@@ -6,7 +6,8 @@
 * :mod:`~nuwa_lib.experiments.claims`: the one rule every claim is decided by, the rows of the
   side-by-side tables and the cells the notebooks print;
 * :mod:`~nuwa_lib.experiments.paper`: the paper's own numbers;
-* :mod:`~nuwa_lib.experiments.study`: the compute study (notebook 14);
+* :mod:`~nuwa_lib.experiments.study`: the compute study (notebook 14), its arms run;
+  :mod:`~nuwa_lib.experiments.study_reading`: its curves read (best arm, targets, findings);
 * :mod:`~nuwa_lib.experiments.summary`: notebook 15's gathering of every table and verdict;
 * :mod:`~nuwa_lib.experiments.prose`: the check that the notebooks' prose quotes the record.
 """

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from typing import Mapping, Sequence
 
-from . import study as S
+from . import study_reading as S
 
 TARGETS = {"Acc after / before": 0.9, "shape after / before": 0.9, "colour after": 0.97}
 

@@ -23,11 +23,10 @@ arms run ``workers`` at a time in separate processes.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import torch
 import torch.nn as nn
@@ -43,24 +42,50 @@ from ..utils.pool import map_in_processes
 from ..utils.provenance import training_record
 from ..utils import weights
 from ..utils.weights import Spec
+# reading the rows (re-exported: notebook 14 calls them as study.*)
+from .study_reading import (  # noqa: F401
+    ARM_KEYS, EXTRA_COLUMNS, SWEPT, TOKENIZER_KEYS, _fmt, arm_label, best_arm, compute_to_reach,
+    extrapolate, final_rows, findings)
 
 STUDY_VERSION = 1
 TASKS = ("T2I", "T2V")
 JUDGES = ("classifier", "clip", "video")
 
 
+# a model arm's optional settings and their defaults; at its default a setting stays out of
+# the arm's key, label and rows, so the arms measured before it existed keep their hashes
+ARM_EXTRAS = {"layers": 0, "cond_dropout": 0.0, "guidance": 0.0}
+
+
 @dataclass(frozen=True)
 class ModelArm:
-    """One task from scratch at a width, batch size and learning rate, for ``steps``."""
+    """One task from scratch at a width, batch size and learning rate, for ``steps``; and,
+    optionally, ``layers`` (encoder and decoder layers each; 0: the profile's),
+    ``cond_dropout`` (the share of captions trained as the word "None", ``train.cond_dropout``)
+    and ``guidance`` (a classifier-free guidance scale against "None": its samples are read
+    beside the paper's sampling at every point, never instead of it; beyond the paper)."""
     task: str
     dim: int
     batch_size: int
     lr: float
     steps: int
+    layers: int = 0
+    cond_dropout: float = 0.0
+    guidance: float = 0.0
+
+    def extras(self) -> dict:
+        """The optional settings that differ from their defaults."""
+        return {k: getattr(self, k) for k, v in ARM_EXTRAS.items() if getattr(self, k) != v}
+
+    def key(self) -> dict:
+        """What the arm's hash depends on: its settings, the defaults of the extras left out."""
+        return {k: v for k, v in asdict(self).items() if k not in ARM_EXTRAS} | self.extras()
 
     @property
     def label(self) -> str:
-        return f"{self.task} d={self.dim} b={self.batch_size} lr={self.lr:g}"
+        short = {"layers": "L", "cond_dropout": "drop", "guidance": "cfg"}
+        return (f"{self.task} d={self.dim} b={self.batch_size} lr={self.lr:g}"
+                + "".join(f" {short[k]}={_fmt(v)}" for k, v in self.extras().items()))
 
 
 @dataclass(frozen=True)
@@ -75,14 +100,6 @@ class TokenizerArm:
     def label(self) -> str:
         return "tokenizer " + (" ".join(f"{k}={_fmt(v)}" for k, v in self.changes)
                                or "as profiled")
-
-
-def _fmt(v) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
-
-
-SWEPT = ("kind", "width", "codebook", "code_dim", "l2_codes", "lr", "disc_start",
-         "perceptual_weight")   # the settings every tokenizer row shows
 
 
 @dataclass(frozen=True)
@@ -100,6 +117,7 @@ class StudyConfig:
     threads: int = 1           # torch threads per arm (speed only)
     targets: tuple = ()        # ((task or "tokenizer", share the arm should reach), ...)
     tokenizer_base: tuple = ()  # ((VQConfig field, value), ...) under every tokenizer arm
+    tokenizer: str = ""        # the model arms' image tokenizer ("": vqgan.tokenizer)
 
     @classmethod
     def from_profile(cls, cfg: Mapping[str, Any]) -> "StudyConfig":
@@ -132,6 +150,11 @@ class StudyConfig:
                              f"got {targets!r}")
         c = cls(models=models, tokenizers=toks, targets=tuple(sorted(targets.items())),
                 tokenizer_base=base, **section)
+        if c.tokenizer:
+            images = [n for n, v in vqgan.configs_from_profile(cfg).items() if v.kind != "seg"]
+            if c.tokenizer not in images:
+                raise ValueError(f"study.tokenizer must name an image tokenizer of vqgan.models "
+                                 f"({', '.join(images)}), got {c.tokenizer!r}")
         for name in ("points", "prompts", "val", "data_size", "workers", "threads"):
             _positive_int(f"study.{name}", getattr(c, name))
         if c.pictures:
@@ -146,8 +169,9 @@ class StudyConfig:
         """What an arm's numbers depend on besides the arm (not workers or threads); a
         model arm's leaves out the tokenizer arms' ``pictures``."""
         # tokenizer_base: in each tokenizer arm's config, so in its tokenizer hash
-        skip = ("models", "tokenizers", "workers", "threads", "targets", "tokenizer_base") + \
-            (("pictures",) if kind == "model" else ())
+        # tokenizer: in each model arm's run hash (the tokenizers' hashes)
+        skip = ("models", "tokenizers", "workers", "threads", "targets", "tokenizer_base",
+                "tokenizer") + (("pictures",) if kind == "model" else ())
         return {k: v for k, v in asdict(self).items() if k not in skip}
 
 
@@ -157,9 +181,11 @@ def _positive_int(where: str, v) -> None:
 
 
 def _arm(kind, where: str, values) -> Any:
-    names = list(kind.__dataclass_fields__)
-    if not isinstance(values, Mapping) or set(values) != set(names):
-        raise ValueError(f"{where} must set exactly {names}, got {values!r}")
+    names = [f for f in kind.__dataclass_fields__ if f not in ARM_EXTRAS]
+    if not isinstance(values, Mapping) or not set(names) <= set(values) <= set(names) | set(
+            ARM_EXTRAS):
+        raise ValueError(f"{where} must set exactly {names} (and, if it changes them, any of "
+                         f"{list(ARM_EXTRAS)}), got {values!r}")
     arm = kind(**values)
     for f in names:
         v = getattr(arm, f)
@@ -168,6 +194,18 @@ def _arm(kind, where: str, values) -> Any:
                 raise ValueError(f"{where}.lr must be a positive number, got {v!r}")
         elif f != "task":
             _positive_int(f"{where}.{f}", v)
+    if not isinstance(arm.layers, int) or isinstance(arm.layers, bool) or arm.layers < 0:
+        raise ValueError(f"{where}.layers must be a whole number >= 0 (0: the profile's), got "
+                         f"{arm.layers!r}")
+    if not isinstance(arm.cond_dropout, (int, float)) or not 0 <= arm.cond_dropout < 1:
+        raise ValueError(f"{where}.cond_dropout must be a fraction in [0, 1), got "
+                         f"{arm.cond_dropout!r}")
+    if not isinstance(arm.guidance, (int, float)) or arm.guidance < 0:
+        raise ValueError(f"{where}.guidance must be a scale >= 0 (0: none), got "
+                         f"{arm.guidance!r}")
+    if arm.guidance and not arm.cond_dropout:
+        raise ValueError(f"{where}: guidance needs cond_dropout > 0 (the model must learn the "
+                         f"word \"None\" to be guided against it)")
     return arm
 
 
@@ -217,10 +255,22 @@ def flops_per_sample(model, cond_tokens: int, target_tokens: int) -> int:
 def _model_plan(cfg, arm: ModelArm, sc: StudyConfig, tokenizers):
     from ..training import runs
 
-    return runs.plan(cfg, (arm.task,), model_overrides={"dim": arm.dim},
-                      train_overrides={"steps": arm.steps, "batch_size": arm.batch_size,
-                                       "lr": arm.lr, "data_size": sc.data_size},
-                      tokenizers=tokenizers, progress=False)
+    model = {"dim": arm.dim, "codebook_size": tokenizers.visual.config.codebook,
+             **({"encoder_layers": arm.layers, "decoder_layers": arm.layers}
+                if arm.layers else {})}
+    train = {"steps": arm.steps, "batch_size": arm.batch_size, "lr": arm.lr,
+             "data_size": sc.data_size,
+             **({"cond_dropout": arm.cond_dropout} if arm.cond_dropout else {})}
+    return runs.plan(cfg, (arm.task,), model_overrides=model, train_overrides=train,
+                     tokenizers=tokenizers, progress=False)
+
+
+def study_tokenizers(cfg, sc: StudyConfig, progress=False):
+    """The model arms' tokenizers: the profile's, with ``study.tokenizer`` as the image one
+    when the study names it (loaded from the shipped set or the cache, else trained)."""
+    if sc.tokenizer:
+        cfg = {**cfg, "vqgan": {**cfg["vqgan"], "tokenizer": sc.tokenizer}}
+    return token_sets.profile_tokenizers(cfg, sketch=False, progress=progress)
 
 
 def _val_loss(trainer, data) -> float:
@@ -262,15 +312,25 @@ def model_curve(cfg, arm: ModelArm, sc: StudyConfig, judges, tokenizers, *,
         if ceiling is None:
             ceiling = _readout(judges, g.real, g.captions, video)
         got = _readout(judges, g.samples, g.captions, video)
+        guided = {}
+        if arm.guidance:              # beside the paper's sampling, from the same model
+            gg = generate.generate(tr.model, test, range(sc.prompts), tokenizers.visual,
+                                   temperature=sc.temperature, top_k=sc.top_k,
+                                   seed=p.config.seed, guidance=arm.guidance)
+            r = _readout(judges, gg.samples, gg.captions, video)
+            guided = {"guided Acc": r["Acc"], "guided CLIPSIM": r["CLIPSIM"],
+                      "guided Acc / ceiling": r["Acc"] / ceiling["Acc"] if ceiling["Acc"]
+                      else None}
         rows.append({"task": arm.task, "dim": arm.dim, "batch": arm.batch_size, "lr": arm.lr,
-                     "steps": arm.steps, "step": step, "parameters": sum(
+                     "steps": arm.steps, **{EXTRA_COLUMNS[k]: v for k, v in arm.extras().items()},
+                     "step": step, "parameters": sum(
                          q.numel() for q in tr.model.parameters()),
                      "samples": step * arm.batch_size,
                      "TFLOP": step * arm.batch_size * per_sample / 1e12,
                      "val loss": _val_loss(tr, val), **got,
                      **{f"ceiling {k}": v for k, v in ceiling.items()},
                      "Acc / ceiling": got["Acc"] / ceiling["Acc"] if ceiling["Acc"] else None,
-                     "prompts": sc.prompts})
+                     **guided, "prompts": sc.prompts})
     return rows
 
 
@@ -320,7 +380,8 @@ def _identity(cfg, kind: str, arm, sc: StudyConfig, tokenizers=None) -> tuple:
     the judges and (model arms) the training run's hash, which covers the tokenizers and the
     world."""
     jcfg = judge_nets.JudgesConfig.from_profile(cfg)
-    key = {"version": STUDY_VERSION, "kind": kind, "arm": asdict(arm), "eval": sc.eval_key(kind),
+    key = {"version": STUDY_VERSION, "kind": kind,
+           "arm": arm.key() if kind == "model" else asdict(arm), "eval": sc.eval_key(kind),
            "judges": {n: judge_nets.config_hash(n, jcfg) for n in JUDGES}}
     if kind == "model":
         key["run"] = _model_plan(cfg, arm, sc, tokenizers).hash
@@ -339,7 +400,7 @@ def _run_arm(cfg, kind: str, arm, tokenizers=None, progress=False) -> list:
     """One arm's rows, from the cache or computed (and cached)."""
     sc = StudyConfig.from_profile(cfg)
     if kind == "model" and tokenizers is None:
-        tokenizers = token_sets.profile_tokenizers(cfg, sketch=False, progress=False)
+        tokenizers = study_tokenizers(cfg, sc)
     path, key, spec = _identity(cfg, kind, arm, sc, tokenizers)
 
     def load(path):
@@ -393,7 +454,7 @@ def run_study(cfg, *, tokenizers=None, progress=True) -> dict:
     # the judges and the profile's tokenizers first, here, so workers only read their caches
     J.get_judges(cfg, names=JUDGES, progress=progress)
     if tokenizers is None:
-        tokenizers = token_sets.profile_tokenizers(cfg, sketch=False, progress=progress)
+        tokenizers = study_tokenizers(cfg, sc, progress=progress)
     arms = [("tokenizer", a) for a in sc.tokenizers] + [("model", a) for a in sc.models]
     missing = [(k, a) for k, a in arms if not available(*_identity(cfg, k, a, sc, tokenizers)[::2])]
     missing.sort(key=lambda ka: -_cost(cfg, *ka))
@@ -427,135 +488,6 @@ def _cost(cfg, kind: str, arm) -> float:
     return arm.steps * arm.batch_size * tokens * arm.dim ** 2 / 1e3
 
 
-# ------------------------------------------------------------------------ reading
-ARM_KEYS = ("task", "dim", "batch", "lr", "steps")   # what tells one model arm's rows apart
-
-
-def final_rows(rows: Sequence[Mapping], keys=ARM_KEYS) -> list:
-    """The last point of every arm."""
-    last: dict = {}
-    for r in rows:
-        k = tuple(r[c] for c in keys)
-        if k not in last or r["step"] > last[k]["step"]:
-            last[k] = r
-    return list(last.values())
-
-
-def arm_label(r: Mapping) -> str:
-    """A model arm's name in tables and figures: "d=64 b=16 lr=0.001, 1500 steps"."""
-    return f"d={r['dim']} b={r['batch']} lr={r['lr']:g}, {r['steps']} steps"
-
-
-def best_arm(rows: Sequence[Mapping], task: str, by: str = "Acc / ceiling") -> Mapping:
-    """The finished arm of ``task`` with the highest ``by`` (ties: the higher CLIPSIM, the
-    lower val loss, then the lower compute)."""
-    finished = [r for r in final_rows(rows) if r["task"] == task]
-    if not finished:
-        raise ValueError(f"the study has no arm of task {task!r}")
-    return max(finished, key=lambda r: (_value(r[by]), r["CLIPSIM"], -r["val loss"], -r["TFLOP"]))
-
-
-def _value(x) -> float:
-    """A ratio that may be undefined (None: a ceiling of 0) as a number that sorts last."""
-    return -1.0 if x is None or not math.isfinite(x) else float(x)
-
-
-def compute_to_reach(rows: Sequence[Mapping], task: str, target: float,
-                     by: str = "Acc / ceiling") -> float | None:
-    """The least training compute (TFLOP) at which any point of ``task`` reached ``target``
-    of ``by``; None when no point did."""
-    hits = [r["TFLOP"] for r in rows if r["task"] == task and _value(r[by]) >= target]
-    return min(hits) if hits else None
-
-
-def extrapolate(rows: Sequence[Mapping], arm: Mapping, target: float,
-                by: str = "Acc / ceiling", x: str = "TFLOP", keys=ARM_KEYS) -> float | None:
-    """The ``x`` (compute, or a tokenizer's steps) at which ``arm``'s curve would reach
-    ``target`` of ``by`` if it kept the log-linear slope of its last two points; None when
-    it does not rise there. ``keys``: the columns that tell the arm's rows apart."""
-    pts = sorted(((r[x], r[by]) for r in rows if all(r[k] == arm[k] for k in keys)),
-                 key=lambda p: p[0])
-    if len(pts) < 2 or any(_value(v) < 0 for _, v in pts[-2:]):
-        return None
-    (c0, v0), (c1, v1) = pts[-2:]
-    slope = (v1 - v0) / math.log10(c1 / c0)
-    if v1 >= target:
-        return c1
-    if slope <= 0:
-        return None
-    return c1 * 10 ** ((target - v1) / slope)
-
-
-def _pct(x) -> str:
-    return "n/a" if x is None or not math.isfinite(x) else f"{x:.2f}"
-
-
-def findings(model_rows: Sequence[Mapping], tokenizer_rows: Sequence[Mapping],
-             cfg: Mapping[str, Any], targets: Mapping[str, float]) -> str:
-    """What the study's numbers show, as Markdown bullets written from the rows: per task every
-    finished arm, the best, and when ``targets[task]`` (a share of the ceiling's Acc) was or
-    would be reached; per tokenizer width the same against ``targets["tokenizer"]``."""
-    out = []
-    model = cfg.get("model") or {}
-    for task in dict.fromkeys(r["task"] for r in model_rows):
-        done = sorted((r for r in final_rows(model_rows) if r["task"] == task),
-                      key=lambda r: (r["batch"], r["lr"], r["dim"], r["steps"]))
-        best = best_arm(model_rows, task)
-        arms = "; ".join(f"{arm_label(r)}: Acc/ceiling "
-                         f"{_pct(r['Acc / ceiling'])}, CLIPSIM {r['CLIPSIM']:.3f}, val loss "
-                         f"{r['val loss']:.3f} at {r['TFLOP']:.3g} TFLOP" for r in done)
-        out.append(f"* **{task}** (ceiling on the same {best['prompts']} prompts: Acc "
-                   f"{best['ceiling Acc']:.3f}, CLIPSIM {best['ceiling CLIPSIM']:.3f}). "
-                   f"At the end of each run: {arms}.")
-        out.append(f"  Best: {arm_label(best)} (Acc/ceiling {_pct(best['Acc / ceiling'])}, "
-                   f"CLIPSIM {best['CLIPSIM']:.3f}).")
-        target = targets.get(task)
-        if target is not None:
-            reached = compute_to_reach(model_rows, task, target)
-            if reached is not None:
-                out.append(f"  The target Acc ≥ {target:g} × ceiling was first reached at "
-                           f"{reached:.3g} TFLOP.")
-            else:
-                guess = extrapolate(model_rows, best, target)
-                tail = ("its curve does not rise at the end, so no extrapolation is made"
-                        if guess is None else f"extrapolating its last two points "
-                        f"(log-linear) gives about {guess:.3g} TFLOP, "
-                        f"{guess / best['TFLOP']:.1f}× the best arm's compute")
-                out.append(f"  No point reached the target Acc ≥ {target:g} × ceiling; "
-                           f"{tail}.")
-        if model.get("dim") is not None:
-            out.append(f"  The profile's model has d={model['dim']}.")
-    goal = targets.get("tokenizer")
-    for r in final_rows(tokenizer_rows, keys=TOKENIZER_KEYS):
-        line = (f"* **{r['arm']}** after {r['step']} steps: Acc {r['Acc after']:.3f} after "
-                f"the tokenizer against {r['Acc before']:.3f} before "
-                f"({_pct(r['Acc after / before'])} of it); shapes read {r['shape after']:.3f} "
-                f"(before {r['shape before']:.3f}); colours {r['colour after']:.3f}; SSIM "
-                f"{r['SSIM']:.3f}; codebook usage {r['usage']:.2f}.")
-        if goal is not None and _value(r["Acc after / before"]) < goal:
-            steps = extrapolate(tokenizer_rows, r, goal, by="Acc after / before", x="step",
-                                keys=TOKENIZER_KEYS)
-            line += (f" Acc after / before ≥ {goal:g} is not reached; "
-                     + ("its curve does not rise at the end." if steps is None else
-                        f"extrapolating its last two points (log-linear in steps) gives about "
-                        f"{steps:,.0f} steps."))
-        elif goal is not None:
-            line += f" It keeps Acc after / before ≥ {goal:g}."
-        out.append(line)
-    read = (cfg.get("vqgan") or {}).get("tokenizer")
-    if read and tokenizer_rows:
-        chosen = vqgan.chosen(cfg)[0]
-        names = [(read, "image tokenizer")] if read == chosen else [
-            (chosen, "chosen image tokenizer"), (read, "image tokenizer notebooks 04+ read")]
-        for name, what in names:
-            c = vqgan.configs_from_profile(cfg)[name]
-            out.append(f"* The profile's {what} ({name}): "
-                       + ", ".join(f"{k} {_fmt(getattr(c, k))}" for k in SWEPT)
-                       + f", {c.steps} steps.")
-    return "\n".join(out)
-
-
-TOKENIZER_KEYS = ("arm", "steps")   # what tells one tokenizer arm's rows apart
 
 # the notebooks' sections whose ``{steps: ...}`` overrides train a NÜWA model
 TRAINING_SECTIONS = ("t2i", "s2i", "t2v", "v2v", "s2v", "multitask")
