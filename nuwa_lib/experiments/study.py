@@ -44,8 +44,8 @@ from ..utils import weights
 from ..utils.weights import Spec
 # reading the rows (re-exported: notebook 14 calls them as study.*)
 from .study_reading import (  # noqa: F401
-    ARM_KEYS, EXTRA_COLUMNS, SWEPT, TOKENIZER_KEYS, _fmt, arm_label, best_arm, compute_to_reach,
-    extrapolate, final_rows, findings)
+    ARM_KEYS, EXTRA_COLUMNS, EXTRA_SHORT, SWEPT, TOKENIZER_KEYS, _fmt, arm_label, best_arm,
+    compute_to_reach, extrapolate, final_rows, findings)
 
 STUDY_VERSION = 1
 TASKS = ("T2I", "T2V")
@@ -83,9 +83,8 @@ class ModelArm:
 
     @property
     def label(self) -> str:
-        short = {"layers": "L", "cond_dropout": "drop", "guidance": "cfg"}
         return (f"{self.task} d={self.dim} b={self.batch_size} lr={self.lr:g}"
-                + "".join(f" {short[k]}={_fmt(v)}" for k, v in self.extras().items()))
+                + "".join(f" {EXTRA_SHORT[k]}={_fmt(v)}" for k, v in self.extras().items()))
 
 
 @dataclass(frozen=True)

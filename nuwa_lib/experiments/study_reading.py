@@ -19,6 +19,7 @@ SWEPT = ("kind", "width", "codebook", "code_dim", "l2_codes", "lr", "disc_start"
 
 # a model arm's optional settings as row columns (in a row only when not at their default)
 EXTRA_COLUMNS = {"layers": "layers", "cond_dropout": "cond dropout", "guidance": "guidance"}
+EXTRA_SHORT = {"layers": "L", "cond_dropout": "drop", "guidance": "cfg"}   # in arm labels
 # what tells one model arm's rows apart (a missing column: the setting's default)
 ARM_KEYS = ("task", "dim", "batch", "lr", "steps", *EXTRA_COLUMNS.values())
 
@@ -36,8 +37,8 @@ def final_rows(rows: Sequence[Mapping], keys=ARM_KEYS) -> list:
 def arm_label(r: Mapping) -> str:
     """A model arm's name in tables and figures: "d=64 b=16 lr=0.001, 1500 steps" (and its
     optional settings where they are not at their defaults: "L=4", "drop=0.1", "cfg=3")."""
-    short = {"layers": "L", "cond dropout": "drop", "guidance": "cfg"}
-    extra = "".join(f" {short[c]}={_fmt(r[c])}" for c in EXTRA_COLUMNS.values() if r.get(c))
+    extra = "".join(f" {EXTRA_SHORT[f]}={_fmt(r[c])}" for f, c in EXTRA_COLUMNS.items()
+                    if r.get(c))
     return f"d={r['dim']} b={r['batch']} lr={r['lr']:g}{extra}, {r['steps']} steps"
 
 
